@@ -1,0 +1,101 @@
+"""`recurrent_sample` on the tiny random backbone: every preset, any size, determinism, errors, callbacks."""
+import pytest
+import torch
+
+from ldrps_nb.backbone import tiny_backbone
+from ldrps_nb.core import ConfigError, ImageError, NumericalError, save_image
+from ldrps_nb.losses import vgg_perceptual
+from ldrps_nb.posterior import LOSS_KEYS, StepRecord
+from ldrps_nb.sampler import Restoration, recurrent_sample
+
+FAST = dict(steps=4, recurrences=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return tiny_backbone()
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return vgg_perceptual(None)
+
+
+@pytest.fixture(scope="module")
+def image():
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(1, 3, 48, 80, generator=g) * 0.3).clamp(0, 1)
+
+
+@pytest.mark.parametrize("preset", ["lowlight", "dehaze", "denoise"])
+def test_presets_on_non_square_input(backbone, vgg, image, preset):
+    res = recurrent_sample(image, "a test", backbone=backbone, preset=preset, perceptual=vgg, **FAST)
+    assert isinstance(res, Restoration) and res.preset.name == preset
+    assert res.image.shape == (1, 3, 48, 80) and all(p.shape == (1, 3, 48, 80) for p in res.passes)
+    assert len(res.passes) == len(res.latents) == 2 and res.latents[0].shape == (2, 4, 8, 8)
+    assert torch.isfinite(res.image).all() and 0 <= res.image.min() and res.image.max() <= 1
+    assert [h["t"] for h in res.history] == [751, 501, 251, 1, 251, 1]
+    assert len(res.timings["passes"]) == 2 and res.timings["total"] > 0
+    assert res.reference_compat is False and res.prompt == "a test"
+
+
+def test_same_seed_same_output(backbone, vgg, image):
+    kw = dict(backbone=backbone, perceptual=vgg, resolution=32, **FAST)
+    a, b = recurrent_sample(image, "x", **kw), recurrent_sample(image, "x", **kw)
+    assert torch.equal(a.image, b.image) and all(torch.equal(u, v) for u, v in zip(a.latents, b.latents))
+    assert a.history == b.history
+    c = recurrent_sample(image, "x", seed=a.seed + 1, **kw)
+    assert not torch.equal(a.latents[-1], c.latents[-1])
+
+
+def test_unknown_override_is_config_error(backbone, vgg, image):
+    with pytest.raises(ConfigError, match="guidance_weight"):
+        recurrent_sample(image, backbone=backbone, perceptual=vgg, guidance_weight=2, **FAST)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        recurrent_sample(image, backbone=backbone, perceptual=vgg, preset="sharpen", **FAST)
+
+
+def test_nan_perceptual_is_numerical_error(backbone, image):
+    nan = lambda a, b: torch.tensor(float("nan"))
+    with pytest.raises(NumericalError, match=r"pass 0 step 0 \(t=751\)"):
+        recurrent_sample(image, backbone=backbone, perceptual=nan, resolution=32, **FAST)
+
+
+def test_nan_guidance_is_numerical_error(backbone, vgg, image):
+    # t1 above every timestep: the guidance runs at the first step; a NaN weight makes its loss NaN
+    with pytest.raises(NumericalError, match="guidance loss is not finite"):
+        recurrent_sample(image, backbone=backbone, perceptual=vgg, resolution=32, t1=1000, w_l2=float("nan"), **FAST)
+
+
+def test_callback_receives_step_records(backbone, vgg, image):
+    records = []
+    res = recurrent_sample(image, "x", backbone=backbone, perceptual=vgg, resolution=32, callback=records.append, **FAST)
+    assert len(records) == len(res.history) == 6 and all(isinstance(r, StepRecord) for r in records)
+    assert [(r.pass_index, r.step_index) for r in records] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1)]
+    assert [r.stage for r in records[:2]] == ["fpam_only", "guided"]
+    r = records[-1]
+    assert set(r.losses) == set(LOSS_KEYS)
+    assert r.x0_image.shape == r.fpam_output.shape == (2, 3, 32, 32) and r.target.shape == (1, 3, 32, 32)
+    assert r.x0_image.device.type == "cpu" and not r.x0_image.requires_grad
+
+
+def test_path_input_and_bad_inputs(backbone, vgg, image, tmp_path):
+    p = save_image(image, tmp_path / "in.png")
+    res = recurrent_sample(p, "x", backbone=backbone, perceptual=vgg, resolution=32, **FAST)
+    assert res.image.shape == (1, 3, 48, 80)
+    with pytest.raises(ImageError):
+        recurrent_sample(torch.rand(1, 1, 8, 8), backbone=backbone, perceptual=vgg, **FAST)
+    with pytest.raises(ImageError):
+        recurrent_sample(image + 2, backbone=backbone, perceptual=vgg, **FAST)
+    with pytest.raises(ConfigError, match="multiple of"):
+        recurrent_sample(image, backbone=backbone, perceptual=vgg, resolution=40, **FAST)
+
+
+def test_auto_and_prompt_policy(backbone, vgg, image):
+    kw = dict(backbone=backbone, perceptual=vgg, resolution=32, **FAST)
+    res = recurrent_sample(image * 0.2, "x", preset="auto", **kw)
+    assert res.auto["preset"] == "lowlight" == res.preset.name and "luminance" in res.auto["reason"]
+    compat = recurrent_sample(image, "a hazy street", preset="dehaze", reference_compat=True, **kw)
+    assert (compat.caption, compat.prompt, compat.preset.x0_from) == ("a hazy street", "", "updated_latent")
+    ours = recurrent_sample(image, None, preset="dehaze", captioner=lambda img: "a street", **kw)
+    assert (ours.caption, ours.prompt, ours.preset.x0_from) == ("a street", "a street", "current_latent")
