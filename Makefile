@@ -19,7 +19,7 @@ test: $(STAMP)
 	MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(PY) -m pytest tests
 
 demo: $(STAMP)
-	MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(PY) -m ldrps_nb.demo
+	MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(PY) -m ldrps_nb.cli demo
 
 export: $(STAMP)
 	$(VENV)/bin/nbdev-export
