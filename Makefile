@@ -3,13 +3,14 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.ldrps-installed
+# the stamp names pyproject.toml's content: nbdev-export rewrites the file (same content) and must not trigger a reinstall
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: install test demo export clean-nbs sync-check
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing ldrps-nb and its dev tools into $(VENV) (first run: several minutes; log in $(VENV)/install.log)"
 	@$(PY) -m pip install -e ".[dev]" > $(VENV)/install.log 2>&1 || (tail -n 30 $(VENV)/install.log; exit 1)
