@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .core import ImageError, ModelLoadError, pick_device, pick_dtype, to_pil
+from .core import ImageError, ModelLoadError, pick_device, pick_dtype, to_pil, write_atomic
 
 # %% auto #0
 __all__ = ['CAPTION_INSTRUCTION', 'DEFAULT_VLM', 'Captioner', 'captioner_identity', 'StaticCaptioner', 'clean_caption',
@@ -214,16 +214,6 @@ def image_key(image: torch.Tensor, identity: str = "") -> str:
     h.update(pil.tobytes())
     return h.hexdigest()
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 @dataclass
 class CaptionCache:
     "A `Captioner` that returns a stored caption for an image it has seen, else asks `captioner` and stores the answer."
@@ -248,5 +238,5 @@ class CaptionCache:
             return p.read_text(encoding="utf-8")
         caption = self.captioner(image)
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(p, caption)
+        write_atomic(p, caption.encode("utf-8"))
         return caption

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .captioning import DEFAULT_VLM, CaptionCache, Captioner, VLMCaptioner, captioner_identity
 from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, pick_device, pick_dtype, read_image,
+                           write_atomic,
                            save_image, to_pil)
 from .evaluation import (BASELINES, IMAGE_SUFFIXES, INPUT_ROW, Unavailable, evaluate, get_metrics,
                                  markdown_table, open_dataset, psnr, ssim, write_csv)
@@ -38,10 +39,10 @@ from .sampler import PRESETS, resolve_preset, recurrent_sample
 __all__ = ['TINY_LABEL', 'SAMPLE_PRESETS', 'TINY_DEMO_OVERRIDES', 'POCKET_DEMO_OVERRIDES', 'METHODS', 'COMMANDS', 'natural_key',
            'real_key', 'collect_inputs', 'Job', 'plan_jobs', 'process_state', 'shard', 'build_perceptual',
            'default_cache_dir', 'build_captioner', 'resolve_caption', 'FileResult', 'one_line', 'protect_set',
-           'write_bytes_atomic', 'write_json', 'Restorer', 'DemoSample', 'find_demo_data', 'demo_samples', 'DemoModels',
-           'fallback_notice', 'demo_models', 'DemoRow', 'DemoResult', 'demo_figure', 'demo_table', 'run_demo',
-           'ldrps_method', 'eval_methods', 'environment_info', 'build_parser', 'build_restorer', 'format_result',
-           'summary_line', 'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info', 'cmd_demo', 'main']
+           'write_json', 'Restorer', 'DemoSample', 'find_demo_data', 'demo_samples', 'DemoModels', 'fallback_notice',
+           'demo_models', 'DemoRow', 'DemoResult', 'demo_figure', 'demo_table', 'run_demo', 'ldrps_method',
+           'eval_methods', 'environment_info', 'build_parser', 'build_restorer', 'format_result', 'summary_line',
+           'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info', 'cmd_demo', 'main']
 
 # %% ../nbs/12_cli.ipynb #59a60f48
 def natural_key(path: str | os.PathLike) -> list:
@@ -181,26 +182,10 @@ def protect_set(paths: Iterable[str | os.PathLike]) -> frozenset[str]:
     "The `real_key`s of `paths`, for `Restorer.restore`'s `protect` (a set: checking a file costs O(1), not O(inputs))."
     return frozenset(real_key(p) for p in paths)
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    "Write `data` to `path` through a temporary file in the same folder and a rename (never a partial file)."
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f: f.write(data)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
 def write_json(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
-    "Write `record` as indented UTF-8 JSON, atomically (`write_bytes_atomic`); non-JSON values as `str`."
+    "Write `record` as indented UTF-8 JSON, atomically (`core.write_atomic`); non-JSON values as `str`."
     text = json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n"
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    return write_atomic(path, text.encode("utf-8"))
 
 # %% ../nbs/12_cli.ipynb #7a77ec48
 @dataclass
@@ -423,8 +408,8 @@ def run_demo(outdir: str | os.PathLike = "demo_outputs", data: str | os.PathLike
         triples.append((s.name, y, r.image, x))
     title = f"LD-RPS demo on the pocket world — {models.label or models.backbone.name + ' backbone'}"
     figure = demo_figure(triples, title, "output (NOT restored)" if models.label else "restored")
-    files.append(write_bytes_atomic(out / f"demo_figure{tag}.png", figure))
-    files.append(write_bytes_atomic(out / f"demo_metrics{tag}.md", (demo_table(rows, models.label) + "\n").encode()))
+    files.append(write_atomic(out / f"demo_figure{tag}.png", figure))
+    files.append(write_atomic(out / f"demo_metrics{tag}.md", (demo_table(rows, models.label) + "\n").encode()))
     return DemoResult(models.backbone.name, models.label, models.notice, rows, files, dict(models.overrides),
                       time.perf_counter() - t0)
 
