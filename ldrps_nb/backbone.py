@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from diffusers.configuration_utils import register_to_config
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .core import ConfigError, ImageError, ModelLoadError, pick_device, pick_dtype, to_signed, to_unit
+from .core import ConfigError, ImageError, ModelLoadError, first_line, pick_device, pick_dtype, to_signed, to_unit
 
 # %% auto #0
 __all__ = ['REFERENCE_THRESHOLDING', 'SD21_SCHEDULER_CONFIG', 'SD21_BASE_IDS', 'BACKBONE_ENV', 'ReferenceDDIMScheduler',
@@ -248,8 +248,7 @@ def _looks_like_path(name: str) -> bool:
 
 def _reason(e: BaseException) -> str:
     "First line of an exception, shortened, for a one-line summary."
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    msg = lines[0] if lines else type(e).__name__
+    msg = first_line(e)
     return f"{type(e).__name__}: {msg[:200]}{'…' if len(msg) > 200 else ''}"
 
 def _from_pretrained(source: str, dtype: torch.dtype) -> Backbone:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .core import ImageError, ModelLoadError, pick_device, pick_dtype, to_pil, write_atomic
+from .core import ImageError, ModelLoadError, check_image, pick_device, pick_dtype, to_pil, write_atomic
 
 # %% auto #0
 __all__ = ['CAPTION_INSTRUCTION', 'DEFAULT_VLM', 'Captioner', 'captioner_identity', 'StaticCaptioner', 'clean_caption',
@@ -35,10 +34,7 @@ def captioner_identity(captioner: Captioner) -> str:
     ident = getattr(captioner, "identity", None)
     return ident if isinstance(ident, str) else f"{type(captioner).__module__}.{type(captioner).__qualname__}"
 
-def _check_image(image: torch.Tensor) -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[:2] != (1, 3):
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ImageError(f"a captioner expects one image of shape (1, 3, H, W) in [0, 1], got {shape}")
+
 
 # %% ../nbs/03_captioning.ipynb #cea0f3c6
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class StaticCaptioner:
         return "static:" + hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
     def __call__(self, image: torch.Tensor) -> str:
-        _check_image(image)
+        check_image(image, "a captioner", single=True, check_values=False)
         return self.text
 
 # %% ../nbs/03_captioning.ipynb #773876cd
@@ -155,7 +151,7 @@ class VLMCaptioner:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> str:
         "Caption `image` (1, 3, H, W) in [0, 1]."
-        _check_image(image)
+        check_image(image, "a captioner", single=True, check_values=False)
         inputs = self.processor(text=self.prompt(), images=[to_pil(image)], return_tensors="pt")
         inputs = inputs.to(device=self.model.device, dtype=self.model.dtype)
         out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens)
@@ -206,7 +202,7 @@ def tiny_vlm(directory: str | os.PathLike, seed: int = 0) -> Path:
 # %% ../nbs/03_captioning.ipynb #486808e0
 def image_key(image: torch.Tensor, identity: str = "") -> str:
     "SHA-256 hex of `identity`, the image size and its 8-bit RGB bytes (as `to_pil` quantises them)."
-    _check_image(image)
+    check_image(image, "a captioner", single=True, check_values=False)
     pil = to_pil(image)
     h = hashlib.sha256()
     h.update(identity.encode("utf-8") + b"\0")

@@ -23,9 +23,9 @@ from PIL import Image, ImageOps
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'ResizeMethod', 'LdrpsError', 'ImageError', 'ModelLoadError', 'NumericalError', 'ConfigError',
-           'read_image', 'to_signed', 'to_unit', 'to_pil', 'from_pil', 'write_atomic', 'save_image', 'pad_to_multiple',
-           'unpad', 'resize_image', 'WorkingFrame', 'to_working', 'from_working', 'make_generator', 'seed_everything',
-           'pick_device', 'pick_dtype']
+           'first_line', 'check_image', 'natural_key', 'read_image', 'to_signed', 'to_unit', 'to_pil', 'from_pil',
+           'write_atomic', 'save_image', 'pad_to_multiple', 'unpad', 'resize_image', 'WorkingFrame', 'to_working',
+           'from_working', 'make_generator', 'seed_everything', 'pick_device', 'pick_dtype']
 
 # %% ../nbs/00_core.ipynb #86704fd3
 class LdrpsError(Exception):
@@ -42,6 +42,31 @@ class NumericalError(LdrpsError, FloatingPointError):
 
 class ConfigError(LdrpsError, ValueError):
     "A configuration value or override is invalid."
+
+# %% ../nbs/00_core.ipynb #c119072c
+import re
+
+def first_line(error: BaseException) -> str:
+    "The first non-empty line of `error`'s message, or its type's name when the message is empty."
+    return next((ln.strip() for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
+
+def check_image(x: object, what: str, *, single: bool = False, check_values: bool = True) -> torch.Tensor:
+    """`x` if it is a float (N, 3, H, W) tensor — (1, 3, H, W) when `single` — with finite values in [0, 1]
+    (± 1e-4; not checked unless `check_values`), else an `ImageError` that names `what` and the problem."""
+    if not isinstance(x, torch.Tensor): raise ImageError(f"{what} expects a torch.Tensor, got {type(x).__name__}")
+    shape = "(1, 3, H, W)" if single else "(N, 3, H, W)"
+    if x.ndim != 4 or x.shape[1] != 3 or (single and x.shape[0] != 1):
+        raise ImageError(f"{what} expects a {shape} tensor, got shape {tuple(x.shape)} (use x[None] for one image)")
+    if not x.is_floating_point(): raise ImageError(f"{what} expects a float tensor in [0, 1], got {x.dtype}")
+    if check_values and x.numel():
+        if not torch.isfinite(x).all(): raise ImageError(f"{what} expects finite values, got NaN or infinity")
+        if x.min() < -1e-4 or x.max() > 1 + 1e-4:
+            raise ImageError(f"{what} expects values in [0, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]")
+    return x
+
+def natural_key(path: str | os.PathLike) -> list:
+    "Sort key of a path's name that orders 'img2' before 'img10' (digits compared as numbers, the rest case-folded)."
+    return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", Path(path).name)]
 
 # %% ../nbs/00_core.ipynb #0f93ef60
 MAX_PIXELS = 64_000_000  # default limit of `read_image`: 64 megapixels

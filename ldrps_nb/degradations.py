@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .core import ConfigError, ImageError, from_pil, make_generator, to_pil
+from .core import ConfigError, ImageError, check_image, from_pil, make_generator, to_pil
 
 # %% auto #0
 __all__ = ['REC601', 'REC709', 'LUMA_WEIGHTS', 'SUBSAMPLING', 'DEGRADATIONS', 'Step', 'Degraded', 'synthetic_scene', 'low_light',
@@ -32,15 +32,6 @@ class Degraded:
     image: torch.Tensor
     name: str
     params: dict[str, Any]
-
-def _check_image(x: torch.Tensor, what: str) -> None:
-    "Raise `ImageError` unless `x` is a float `(N, 3, H, W)` tensor with values in [0, 1]."
-    if not isinstance(x, torch.Tensor): raise ImageError(f"{what} expects a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ImageError(f"{what} expects an (N, 3, H, W) tensor, got shape {tuple(x.shape)} (use x[None] for one image)")
-    if not x.is_floating_point(): raise ImageError(f"{what} expects a float tensor in [0, 1], got {x.dtype}")
-    if x.numel() and (x.min() < -1e-4 or x.max() > 1 + 1e-4):
-        raise ImageError(f"{what} expects values in [0, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]")
 
 def _require(ok: bool, message: str) -> None:
     "Raise `ConfigError(message)` unless `ok`."
@@ -81,7 +72,7 @@ def low_light(x: torch.Tensor, *, gain: float = 0.25, gamma: float = 1.3, peak: 
 
     `gain` g > 0, `gamma` γ > 0, `peak` P > 0 photons at full scale (None: no shot noise), `read_noise` σ_r ≥ 0 in
     [0,1] units. A `generator` of None means seed 0."""
-    _check_image(x, "low_light")
+    check_image(x, "low_light")
     _require(gain > 0, f"low_light: gain must be > 0, got {gain}")
     _require(gamma > 0, f"low_light: gamma must be > 0, got {gamma}")
     _require(peak is None or peak > 0, f"low_light: peak (photons at full scale) must be > 0 or None, got {peak}")
@@ -124,7 +115,7 @@ def luma(x: torch.Tensor, weights: Sequence[float] = REC601) -> torch.Tensor:
 def depth_proxy(x: torch.Tensor, *, luminance_weight: float = 0.5) -> torch.Tensor:
     r"""Depth proxy $d = (1-w)\,v + w\,\bar L$ in [0,1], `(N,1,H,W)`: $v$ = 1 at the top row to 0 at the bottom,
     $\bar L$ = Rec. 601 luma blurred with σ = max(H,W)/50, w = `luminance_weight` in [0, 1]."""
-    _check_image(x, "depth_proxy")
+    check_image(x, "depth_proxy")
     _require(0 <= luminance_weight <= 1, f"depth_proxy: luminance_weight must be in [0, 1], got {luminance_weight}")
     n, _, h, w = x.shape
     v = torch.linspace(1, 0, h, dtype=x.dtype, device=x.device).view(1, 1, h, 1).expand(n, 1, h, w)
@@ -148,7 +139,7 @@ def haze(x: torch.Tensor, *, beta: float = 1.5, airlight: float | Sequence[float
     `beta` β ≥ 0 scattering coefficient; `airlight` A in [0,1] (one value or RGB); `depth` d ≥ 0 broadcastable to
     `(N,1,H,W)`, or None for `depth_proxy(x, luminance_weight=...)`. Deterministic: `generator` is accepted for a
     uniform interface and unused."""
-    _check_image(x, "haze")
+    check_image(x, "haze")
     _require(beta >= 0, f"haze: beta (scattering coefficient) must be >= 0, got {beta}")
     a, a_list = _airlight(airlight, x)
     if depth is None:
@@ -170,7 +161,7 @@ def haze(x: torch.Tensor, *, beta: float = 1.5, airlight: float | Sequence[float
 def gaussian_noise(x: torch.Tensor, *, sigma: float = 30.0, clip: bool = True,
                    generator: torch.Generator | None = None) -> Degraded:
     r"""Additive white Gaussian noise $y = x + \frac{\sigma}{255} n$, σ in 8-bit units [0, 255], clipped to [0,1] if `clip`."""
-    _check_image(x, "gaussian_noise")
+    check_image(x, "gaussian_noise")
     _require(0 <= sigma <= 255, f"gaussian_noise: sigma is in 8-bit units and must be in [0, 255], got {sigma}")
     y = x + (sigma / 255.0) * _randn_like(x, _generator(generator))
     return Degraded(y.clamp(0, 1) if clip else y, "gaussian_noise", dict(sigma=float(sigma), clip=bool(clip)))
@@ -180,7 +171,7 @@ LUMA_WEIGHTS = MappingProxyType({"601": REC601, "709": REC709})
 
 def grey(x: torch.Tensor, *, standard: str = "601", generator: torch.Generator | None = None) -> Degraded:
     "Luma of `x` (Rec. `standard` '601' or '709' weights) replicated to 3 channels. Deterministic; `generator` unused."
-    _check_image(x, "grey")
+    check_image(x, "grey")
     _require(standard in LUMA_WEIGHTS, f"grey: standard must be one of {list(LUMA_WEIGHTS)}, got {standard!r}")
     y = luma(x, LUMA_WEIGHTS[standard]).clamp(0, 1)
     return Degraded(y.expand(-1, 3, -1, -1).contiguous(), "grey", dict(standard=standard))
@@ -189,7 +180,7 @@ def grey(x: torch.Tensor, *, standard: str = "601", generator: torch.Generator |
 def blur(x: torch.Tensor, *, sigma: float = 2.0, kernel_size: int | None = None,
          generator: torch.Generator | None = None) -> Degraded:
     "Gaussian blur with std `sigma` px (0 = identity) on `kernel_size` taps (odd; default 2⌈3σ⌉+1). `generator` unused."
-    _check_image(x, "blur")
+    check_image(x, "blur")
     _require(sigma >= 0, f"blur: sigma must be >= 0, got {sigma}")
     _require(kernel_size is None or (int(kernel_size) == kernel_size and kernel_size >= 1 and kernel_size % 2 == 1),
              f"blur: kernel_size must be a positive odd integer, got {kernel_size}")
@@ -203,7 +194,7 @@ SUBSAMPLING = MappingProxyType({"4:4:4": 0, "4:2:2": 1, "4:2:0": 2})
 def jpeg(x: torch.Tensor, *, quality: int = 20, subsampling: str = "4:2:0",
          generator: torch.Generator | None = None) -> Degraded:
     "JPEG round trip through PIL at `quality` in [1, 100] with chroma `subsampling` ('4:4:4', '4:2:2', '4:2:0'). `generator` unused."
-    _check_image(x, "jpeg")
+    check_image(x, "jpeg")
     _require(int(quality) == quality and 1 <= quality <= 100, f"jpeg: quality must be an integer in [1, 100], got {quality}")
     _require(subsampling in SUBSAMPLING, f"jpeg: subsampling must be one of {list(SUBSAMPLING)}, got {subsampling!r}")
     out = []
@@ -247,12 +238,12 @@ def _call_step(step: Step, x: torch.Tensor, g: torch.Generator) -> Degraded:
     out = step(x, generator=g) if takes_g else step(x)
     if isinstance(out, Degraded): return out
     if not isinstance(out, torch.Tensor): raise ConfigError(f"compose: step {step!r} returned {type(out).__name__}, not a tensor")
-    _check_image(out, f"compose step {getattr(step, '__name__', step)!r}")
+    check_image(out, f"compose step {getattr(step, '__name__', step)!r}")
     return Degraded(out, getattr(step, "__name__", type(step).__name__), {})
 
 def compose(x: torch.Tensor, steps: Sequence[Step], *, generator: torch.Generator | None = None) -> Degraded:
     "Apply `steps` in order with one `generator`; returns the final image, name 'a+b+…' and `params['steps']` = [{name, params}]."
-    _check_image(x, "compose")
+    check_image(x, "compose")
     _require(len(steps) > 0, "compose: give at least one step")
     g, records = _generator(generator), []
     for step in steps:

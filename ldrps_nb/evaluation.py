@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import ConfigError, ImageError, LdrpsError, ModelLoadError, read_image, resize_image, make_generator
+from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, check_image, make_generator, natural_key,
+                           read_image, resize_image)
 from .degradations import DEGRADATIONS, REC601, degrade, luma
 
 # %% auto #0
@@ -148,15 +149,11 @@ class Sample(NamedTuple):
     degraded: torch.Tensor
     clean: torch.Tensor | None
 
-def _natural_key(p: Path) -> list:
-    "Sort key that orders 'img2' before 'img10'."
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-
 def list_images(folder: str | Path) -> list[Path]:
     "Image files (by suffix) directly in `folder`, in natural order; `ConfigError` if it is missing or has none."
     folder = Path(folder)
     if not folder.is_dir(): raise ConfigError(f"{folder}: dataset folder not found")
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
     if not files: raise ConfigError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files
 
@@ -285,16 +282,13 @@ def gamma_correction(y: torch.Tensor, *, target: float = 0.5) -> torch.Tensor:
     r"""Auto gamma: $y^\gamma$ per image with $\gamma = \log(\mathrm{target}) / \log(\bar Y)$.
 
     $\bar Y$ is the image's mean Rec. 601 luma, clamped to [1e-3, 0.999]."""
-    _require_image(y, "gamma_correction")
+    check_image(y, "gamma_correction", check_values=False)
     if not 0 < target < 1: raise ConfigError(f"gamma_correction: target must be in (0, 1), got {target}")
     mean = luma(y).flatten(1).mean(1).clamp(1e-3, 0.999)
     gamma = (math.log(target) / mean.log()).view(-1, 1, 1, 1)
     return y.clamp(min=0) ** gamma
 
-def _require_image(y: torch.Tensor, what: str) -> None:
-    "Raise `ImageError` unless `y` is a float (N, 3, H, W) tensor."
-    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[1] != 3 or not y.is_floating_point():
-        raise ImageError(f"{what} expects a float (N, 3, H, W) tensor, got {getattr(y, 'shape', type(y).__name__)}")
+
 
 # %% ../nbs/11_evaluation.ipynb #9405de4d
 def _clahe_plane(v: torch.Tensor, clip_limit: float, tiles: tuple[int, int], bins: int) -> torch.Tensor:
@@ -324,7 +318,7 @@ def _clahe_plane(v: torch.Tensor, clip_limit: float, tiles: tuple[int, int], bin
 
 def clahe(y: torch.Tensor, *, clip_limit: float = 2.0, tiles: tuple[int, int] = (8, 8), bins: int = 256) -> torch.Tensor:
     "CLAHE on the Rec. 601 luma (YCbCr, chroma kept): `tiles` grid, bins clipped at `clip_limit` × mean count, bilinear tile blend."
-    _require_image(y, "clahe")
+    check_image(y, "clahe", check_values=False)
     if clip_limit < 1: raise ConfigError(f"clahe: clip_limit must be >= 1 (1 = no contrast gain), got {clip_limit}")
     if min(tiles) < 1 or bins < 2: raise ConfigError(f"clahe: tiles must be >= 1 and bins >= 2, got {tiles}, {bins}")
     yy = luma(y, REC601)
@@ -378,7 +372,7 @@ def dehaze_dcp(y: torch.Tensor, *, patch: int = 15, omega: float = 0.95, t0: flo
 
     A from `estimate_airlight`; $t = 1 - \omega\,\mathrm{dark}(I/A)$ over `patch`² windows, refined by `guided_filter`
     with the luma as guide (`radius`, `eps`)."""
-    _require_image(y, "dehaze_dcp")
+    check_image(y, "dehaze_dcp", check_values=False)
     if not (patch >= 1 and patch % 2 == 1): raise ConfigError(f"dehaze_dcp: patch must be a positive odd size, got {patch}")
     if not (0 < omega <= 1 and 0 < t0 < 1 and 0 < top <= 1):
         raise ConfigError(f"dehaze_dcp: need 0 < omega <= 1, 0 < t0 < 1, 0 < top <= 1, got {omega}, {t0}, {top}")
@@ -389,7 +383,7 @@ def dehaze_dcp(y: torch.Tensor, *, patch: int = 15, omega: float = 0.95, t0: flo
 # %% ../nbs/11_evaluation.ipynb #d2c2e105
 def estimate_noise_sigma(y: torch.Tensor) -> torch.Tensor:
     r"Noise σ per image in 8-bit units, `(N,)`: $\mathrm{median}(|HH|)/0.6745$ of the finest diagonal Haar band, averaged over channels."
-    _require_image(y, "estimate_noise_sigma")
+    check_image(y, "estimate_noise_sigma", check_values=False)
     h, w = y.shape[-2] // 2 * 2, y.shape[-1] // 2 * 2
     if h < 2 or w < 2: raise ImageError(f"estimate_noise_sigma needs at least 2x2 pixels, got {tuple(y.shape[-2:])}")
     v = y[..., :h, :w].double()
@@ -418,7 +412,7 @@ def nlm_denoise(y: torch.Tensor, sigma: float | None = None, *, patch: int = 7, 
     """Non-local means with `patch`×`patch` patches in a `search`×`search` window and h = `h_factor`·σ.
 
     `sigma` is in 8-bit units; None estimates it per image with `estimate_noise_sigma`."""
-    _require_image(y, "nlm_denoise")
+    check_image(y, "nlm_denoise", check_values=False)
     for n_, v in (("patch", patch), ("search", search)):
         if not (isinstance(v, int) and v >= 1 and v % 2 == 1):
             raise ConfigError(f"nlm_denoise: {n_} must be a positive odd integer, got {v}")
@@ -434,7 +428,7 @@ def bm3d_denoise(y: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
     """BM3D (Dabov et al.) through the optional `bm3d` package (`bm3d_rgb`); slow on CPU.
 
     `sigma` in 8-bit units, estimated per image when None. Raises `ConfigError` if `bm3d` is not installed."""
-    _require_image(y, "bm3d_denoise")
+    check_image(y, "bm3d_denoise", check_values=False)
     if importlib.util.find_spec("bm3d") is None: raise ConfigError("bm3d_denoise needs the optional package 'bm3d' (pip install bm3d)")
     import bm3d
     sigmas = estimate_noise_sigma(y).tolist() if sigma is None else [float(sigma)] * y.shape[0]
