@@ -102,22 +102,28 @@ class FPAMTrainer:
                  lr: float = 5e-4, weight_decay: float = 1e-5, d1_lr: float = 4e-5, t1: int = 700,
                  clip_threshold: float = 10.0, clip_factor: float = 0.2, generator: torch.Generator | None = None,
                  fpam_state: StateDict | None = None, d1_state: StateDict | None = None,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, width: int = 64):
         if len(weights) != 3: raise ConfigError(f"F-PAM weights must be (a, b, c), got {weights!r}")
         self.perceptual, self.weights = perceptual, tuple(float(w) for w in weights)
         self.lr, self.weight_decay, self.d1_lr, self.t1 = float(lr), float(weight_decay), float(d1_lr), int(t1)
         self.clip_threshold, self.clip_factor, self.device = float(clip_threshold), float(clip_factor), device
+        if width < 1: raise ConfigError(f"F-PAM width must be >= 1, got {width}")
+        self.width = int(width)  # F-PAM's hidden width (the paper's 64: 64-128-256 channels)
         self.reset(generator, fpam_state, d1_state)
 
     def reset(self, generator: torch.Generator | None = None, fpam_state: StateDict | None = None,
               d1_state: StateDict | None = None) -> None:
         "Fresh F and D1 (Kaiming from `generator`, or the given states) and fresh optimisers."
-        self.net = init_module_(FPAM(), generator, fpam_state).to(self.device)
+        self.net = init_module_(FPAM(width=self.width), generator, fpam_state).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), self.lr, weight_decay=self.weight_decay)
         self.d1 = OnlineDiscriminator(self.d1_lr, generator=generator, state=d1_state, device=self.device)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, t: int) -> tuple[torch.Tensor, dict[str, float]]:
-        "Train F once on `x.detach()` against `y`; return (F(x) with grad to `x`, weighted losses mse/pse/adv)."
+    def step(self, x: torch.Tensor, y: torch.Tensor, t: int, *, grad_rows: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Train F once on `x.detach()` against `y`; return (F(x) with grad to `x`, weighted losses mse/pse/adv).
+
+        With `grad_rows = k` only the first k rows of F(x) carry a graph (the rest are computed without one): the
+        posterior step needs gradients for the posterior chain only, and skipping the free chain's graph halves the
+        guidance's backward pass through F."""
         a, b, c = self.weights
         x_in, y = x.detach(), y.detach().expand(x.shape[0], -1, -1, -1)
         self.net.train()
@@ -133,6 +139,9 @@ class FPAMTrainer:
         total.backward()
         self.optimizer.step()
         self.net.eval()
-        return self.net(x), {"mse": mse.item(), "pse": pse.item(), "adv": adv.item()}
+        losses = {"mse": mse.item(), "pse": pse.item(), "adv": adv.item()}
+        if grad_rows is None or grad_rows >= x.shape[0]: return self.net(x), losses
+        with torch.no_grad(): rest = self.net(x[grad_rows:].detach())
+        return torch.cat([self.net(x[:grad_rows]), rest]), losses
 
     __call__ = step
