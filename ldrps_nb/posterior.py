@@ -119,12 +119,15 @@ def posterior_step(backbone: Any, state: PosteriorState, t: int | torch.Tensor, 
     z_prev = out.prev_sample
     x0 = sched.step(eps, t_tensor, z_prev).pred_original_sample if cfg.x0_from == "updated_latent" else out.pred_original_sample
     guided = ti < cfg.t1
-    x0 = x0.detach().float().requires_grad_(guided)
+    x0_post = x0[:1].detach().float().requires_grad_(guided)  # the guidance differentiates the posterior chain only
     with torch.set_grad_enabled(guided):
-        x_hq = backbone.decode(x0).float()
+        x_post = backbone.decode(x0_post).float()
+    with torch.no_grad():
+        x_free = backbone.decode(x0[1:].detach().float()).float()
+    x_hq = torch.cat([x_post, x_free])
     try:
         with torch.enable_grad():
-            x_lq, fpam_losses = state.fpam.step(x_hq, state.target, ti)
+            x_lq, fpam_losses = state.fpam.step(x_hq, state.target, ti, grad_rows=1)
     except NumericalError as e:
         raise NumericalError(f"{where}: {e}") from None
     losses = {f"fpam_{k}": v for k, v in fpam_losses.items()}
@@ -132,9 +135,9 @@ def posterior_step(backbone: Any, state: PosteriorState, t: int | torch.Tensor, 
         terms = _terms(state, x_hq, x_lq, ti, cfg)
         loss = cfg.guidance_scale * (terms["mse"] + terms["pse"] + terms["adv"] + terms["exp"] + terms["col"])
         if not torch.isfinite(loss): raise NumericalError(f"{where}: guidance loss is not finite ({loss.item()})")
-        grad, = torch.autograd.grad(-loss, x0)
+        grad, = torch.autograd.grad(-loss, x0_post)
         if not torch.isfinite(grad).all(): raise NumericalError(f"{where}: guidance gradient is not finite")
-        state.latents = (z_prev.float() + grad.float()).detach()
+        state.latents = torch.cat([z_prev[:1].float() + grad.float(), z_prev[1:].float()]).detach()
         losses.update({k: v.item() for k, v in terms.items()}, total=loss.item())
     else:
         state.latents = z_prev.float().detach()

@@ -81,11 +81,12 @@ class Replay:
     backbone: Any = None              # the backbone it ran on (`compare` decodes images with it)
 
 def replay(case_dir: str | Path, *, backbone: Any = None, return_records: bool = False, progress: bool = False,
-           callback: Callable[[StepRecord], Any] | None = None) -> list[torch.Tensor] | Replay:
-    "Run a fixture case in reference-compatible mode; the latents per pass, or a `Replay` with `return_records`."
+           callback: Callable[[StepRecord], Any] | None = None, **overrides: Any) -> list[torch.Tensor] | Replay:
+    """Run a fixture case in reference-compatible mode; the latents per pass, or a `Replay` with `return_records`.
+    `overrides` change preset fields on top of the case's (e.g. `unet_batch="joint"`, the fast path's batching)."""
     case = Path(case_dir)
     config = load_case(case)
-    preset = case_preset(config)
+    preset = case_preset(config).replace(**overrides)
     files = config.get("files", {})
     if "pipeline" not in files or "input" not in files: raise ConfigError(f"{case}: config files need 'pipeline' and 'input'")
     if backbone is None: backbone = load_backbone(str(case / files["pipeline"]), device="cpu", dtype=torch.float32)

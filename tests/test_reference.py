@@ -70,3 +70,12 @@ def test_case_preset_maps_every_field():
     assert (p.cfg_scale, p.t1, p.fpam_lr, p.fpam_weight_decay, p.negative_prompt, p.resolution) == (3.0, 500, 0.3, 0.4, "blur", 32)
     assert (p.vgg_clip_threshold, p.vgg_clip_factor, p.threshold_ratio, p.threshold_max, p.threshold_divide) == (5.0, 0.5, 0.9, 50.0, True)
     assert (p.x0_from, p.unet_batch) == ("current_latent", "per_chain")
+
+
+def test_fast_path_within_tolerance(shared_dir: Path):
+    "The fast path's batching (one UNet call on both chains × CFG, batch 4) stays within the fixture's tolerance."
+    case = shared_dir / "fidelity" / "cases" / "lowlight_short"
+    rep = replay(case, return_records=True, unet_batch="joint")
+    assert rep.restoration.preset.unet_batch == "joint"
+    report = compare(case, rep)
+    assert report["ok"], "\n" + report_markdown(report)
