@@ -16,7 +16,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,27 +27,22 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .captioning import DEFAULT_VLM, CaptionCache, Captioner, VLMCaptioner, captioner_identity
-from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, pick_device, pick_dtype, read_image,
-                           write_atomic,
-                           save_image, to_pil)
+from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, first_line, natural_key, pick_device,
+                           pick_dtype, read_image, save_image, to_pil, write_atomic)
 from .evaluation import (BASELINES, IMAGE_SUFFIXES, INPUT_ROW, Unavailable, evaluate, get_metrics,
                                  markdown_table, open_dataset, psnr, ssim, write_csv)
 from .sampler import PRESETS, resolve_preset, recurrent_sample
 
 # %% auto #0
-__all__ = ['TINY_LABEL', 'SAMPLE_PRESETS', 'TINY_DEMO_OVERRIDES', 'POCKET_DEMO_OVERRIDES', 'METHODS', 'COMMANDS', 'natural_key',
-           'real_key', 'collect_inputs', 'Job', 'plan_jobs', 'process_state', 'shard', 'build_perceptual',
-           'default_cache_dir', 'build_captioner', 'resolve_caption', 'FileResult', 'one_line', 'protect_set',
-           'write_json', 'Restorer', 'DemoSample', 'find_demo_data', 'demo_samples', 'DemoModels', 'fallback_notice',
-           'demo_models', 'DemoRow', 'DemoResult', 'demo_figure', 'demo_table', 'run_demo', 'ldrps_method',
-           'eval_methods', 'environment_info', 'build_parser', 'build_restorer', 'format_result', 'summary_line',
-           'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info', 'cmd_demo', 'main']
+__all__ = ['TINY_LABEL', 'SAMPLE_PRESETS', 'TINY_DEMO_OVERRIDES', 'METHODS', 'COMMANDS', 'real_key', 'collect_inputs', 'Job',
+           'plan_jobs', 'process_state', 'shard', 'build_perceptual', 'default_cache_dir', 'build_captioner',
+           'resolve_caption', 'FileResult', 'one_line', 'protect_set', 'write_json', 'Restorer', 'DemoSample',
+           'find_demo_data', 'demo_samples', 'DemoModels', 'fallback_notice', 'demo_models', 'DemoRow', 'DemoResult',
+           'demo_figure', 'demo_table', 'run_demo', 'ldrps_method', 'eval_methods', 'environment_info', 'build_parser',
+           'build_restorer', 'format_result', 'summary_line', 'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info',
+           'cmd_demo', 'main']
 
 # %% ../nbs/12_cli.ipynb #59a60f48
-def natural_key(path: str | os.PathLike) -> list:
-    "Sort key of a path's name that orders 'img2' before 'img10' (digits compared as numbers, the rest case-folded)."
-    return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", Path(path).name)]
-
 def real_key(path: str | os.PathLike) -> str:
     "A path with links resolved and case normalised as the OS compares it: equal keys name the same file."
     return os.path.normcase(os.path.realpath(path))
@@ -175,7 +169,7 @@ class FileResult:
 
 def one_line(error: BaseException, path: str | os.PathLike | None = None) -> str:
     "The first line of `error`'s message, prefixed with `path` unless it already names it."
-    msg = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
+    msg = first_line(error)
     return msg if path is None or str(path) in msg else f"{path}: {msg}"
 
 def protect_set(paths: Iterable[str | os.PathLike]) -> frozenset[str]:
@@ -257,9 +251,12 @@ class Restorer:
         return results
 
 # %% ../nbs/12_cli.ipynb #6c0f52d4
-SAMPLE_PRESETS: Mapping[str, str] = {"lowlight": "lowlight", "haze": "dehaze", "noise": "denoise"}  # sample task -> preset
+from types import MappingProxyType
+
+from .pocket import BENCH_TASKS
+
+SAMPLE_PRESETS: Mapping[str, str] = MappingProxyType({task: preset for task, (preset, _) in BENCH_TASKS.items()})  # task -> preset
 TINY_DEMO_OVERRIDES: Mapping[str, Any] = {"steps": 2, "recurrences": 1, "resolution": 32}  # plumbing only: a random model
-POCKET_DEMO_OVERRIDES: Mapping[str, Any] = {"steps": 50}                  # the reference presets, fewer steps
 
 @dataclass(frozen=True)
 class DemoSample:
@@ -324,13 +321,13 @@ def fallback_notice(error: BaseException, overrides: Mapping[str, Any]) -> str:
             f"figure and the table are labelled '{TINY_LABEL}'.")
 
 def demo_models(steps: int | None = None, recurrences: int | None = None) -> DemoModels:
-    "The pocket models with `POCKET_DEMO_OVERRIDES`, or (when they cannot be loaded) the tiny fallback with `TINY_DEMO_OVERRIDES`."
+    "The pocket models with their presets (`sampler.POCKET_PRESETS`), or (when they cannot be loaded) the tiny fallback with `TINY_DEMO_OVERRIDES`."
     from ldrps_nb.backbone import tiny_backbone
     from ldrps_nb.losses import vgg_perceptual
     from ldrps_nb.pocket import pocket_backbone, pocket_captioner, pocket_perceptual
     extra = {k: v for k, v in (("steps", steps), ("recurrences", recurrences)) if v is not None}
     try:
-        return DemoModels(pocket_backbone(), pocket_perceptual(), pocket_captioner(), {**POCKET_DEMO_OVERRIDES, **extra})
+        return DemoModels(pocket_backbone(), pocket_perceptual(), pocket_captioner(), extra)
     except ModelLoadError as e:
         overrides = {**TINY_DEMO_OVERRIDES, **extra}
         return DemoModels(tiny_backbone(), vgg_perceptual(None), None, overrides, TINY_LABEL, fallback_notice(e, overrides))
@@ -637,7 +634,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(args.outdir, args.data, limit=args.limit, models=models, progress=args.progress)
     label = f" ({result.label})" if result.label else ""
     _emit(f"wrote {len(result.files)} files to {Path(args.outdir)}{label}, e.g. {result.files[-2].name}")
-    _emit("\n" + demo_table(result.rows, result.label) + f"\n\n{len(result.rows)} samples in {result.seconds:.1f} s")
+    _emit("\n" + demo_table(result.rows, result.label) +
+          f"\n\n{len(result.rows)} samples restored with the {result.backbone} backbone{label} in {result.seconds:.1f} s")
     return 0
 
 COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {

@@ -8,6 +8,7 @@ Docs: https://ldrps-nb.github.io/ldrps-nb/pocket.html.md"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,12 +17,12 @@ from .core import ConfigError
 
 # %% auto #0
 __all__ = ['COLOURS', 'SHAPES', 'SIZES', 'POSITIONS', 'POSITION_PHRASES', 'BACKGROUNDS', 'SPLITS', 'POCKET_SCHEDULER_CONFIG',
-           'N_CELLS', 'POCKET_DIR', 'SAMPLE_TASKS', 'Shape', 'Scene', 'random_scene', 'render', 'scene_seeds',
-           'scene_batch', 'pocket_words', 'word_clip_tokenizer', 'pocket_vae', 'pocket_unet', 'pocket_text_encoder',
-           'TrainConfig', 'render_split', 'train_vae', 'latent_std', 'train_denoiser', 'pocket_features',
-           'PocketCaptionNet', 'scene_targets', 'decode_scene', 'random_degradation', 'train_captioner',
-           'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner', 'pocket_captioner', 'pocket_perceptual',
-           'save_pocket', 'write_samples']
+           'N_CELLS', 'POCKET_DIR', 'SAMPLE_TASKS', 'BENCH_TASKS', 'Shape', 'Scene', 'random_scene', 'render',
+           'scene_seeds', 'scene_batch', 'pocket_words', 'word_clip_tokenizer', 'pocket_vae', 'pocket_unet',
+           'pocket_text_encoder', 'TrainConfig', 'render_split', 'train_vae', 'latent_std', 'train_denoiser',
+           'pocket_features', 'PocketCaptionNet', 'scene_targets', 'decode_scene', 'random_degradation',
+           'train_captioner', 'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner', 'pocket_captioner',
+           'pocket_perceptual', 'save_pocket', 'write_samples', 'pocket_dataset', 'pocket_benchmark']
 
 # %% ../nbs/09_pocket.ipynb #4a25ab1f
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -187,7 +188,7 @@ def pocket_vae() -> AutoencoderKL:
     "The pocket autoencoder: 64×64×3 ↔ 4×8×8, no attention (the world has no long-range structure to model)."
     return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
                          down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                         block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=16,
+                         block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
                          mid_block_add_attention=False)
 
 def pocket_unet(cross_attention_dim: int = 64) -> UNet2DConditionModel:
@@ -212,7 +213,7 @@ from tqdm.auto import tqdm
 
 @dataclass
 class TrainConfig:
-    "Settings of one training run (documented defaults are the shipped models' recipe)."
+    "Settings of one training run (the shipped models' recipes are in the `#| slow` training cell)."
     steps: int = 3000            # optimiser steps
     batch_size: int = 32         # scenes per step
     lr: float = 1e-3             # peak learning rate (AdamW), cosine-decayed to 0 after `warmup` steps
@@ -339,14 +340,15 @@ def scene_targets(scenes: list[Scene]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor(v) for k, v in t.items()}
 
 def decode_scene(logits: dict[str, torch.Tensor], i: int = 0) -> Scene:
-    "The most likely scene graph of item `i` of a `PocketCaptionNet` output (at most three shapes)."
+    "The most likely scene graph of item `i` of a `PocketCaptionNet` output (one to three shapes, as every scene has)."
     names, cells = list(COLOURS), list(POSITIONS)
     kind = BACKGROUNDS[logits["background"][i].argmax().item()]
     c1 = names[logits["colour1"][i].argmax().item()]
     c2 = logits["colour2"][i].clone(); c2[names.index(c1)] = -float("inf")
     colours = (c1,) if kind == "flat" else (c1, names[c2.argmax().item()])
     p_shape = logits["shape"][i].softmax(-1)
-    occupied = [j for j in (1 - p_shape[:, 0]).argsort(descending=True)[:3].tolist() if p_shape[j, 0] < 0.5]
+    ranked = (1 - p_shape[:, 0]).argsort(descending=True)[:3].tolist()
+    occupied = [j for j in ranked if p_shape[j, 0] < 0.5] or ranked[:1]
     shapes = tuple(Shape(SHAPES[p_shape[j, 1:].argmax().item()], names[logits["colour"][i, j].argmax().item()],
                          list(SIZES)[logits["size"][i, j].argmax().item()], cells[j]) for j in sorted(occupied))
     return Scene(kind, colours, shapes)
@@ -474,3 +476,55 @@ def write_samples(directory: str | Path, n: int = 2, start: int = 0) -> list[Pat
             y = degrade(x, name, generator=torch.Generator().manual_seed(seed), **params).image
             written.append(save_image(y, d / f"{task}_{seed}.png"))
     return written
+
+# %% ../nbs/09_pocket.ipynb #42b39e3f
+from .evaluation import EvalRow, Sample, baseline_methods, evaluate
+
+BENCH_TASKS: dict[str, tuple[str, str]] = {  # task -> (LD-RPS preset, chapter 11 baseline task)
+    "lowlight": ("lowlight", "lowlight"), "haze": ("dehaze", "dehaze"), "noise": ("denoise", "denoise")}
+
+def _eight_bit(x: torch.Tensor) -> torch.Tensor: return (x.clamp(0, 1) * 255).round() / 255
+
+def pocket_dataset(task: str, n: int = 50, *, split: str = "test", start: int = 0) -> list[Sample]:
+    "`n` scenes of `split` degraded as `SAMPLE_TASKS[task]`, as (name, degraded, clean) 8-bit samples (= `write_samples`)."
+    if task not in SAMPLE_TASKS: raise ConfigError(f"unknown pocket task {task!r}; choose from {list(SAMPLE_TASKS)}")
+    name, params = SAMPLE_TASKS[task]
+    samples = []
+    for seed in scene_seeds(split, n, start):
+        x = render(random_scene(seed))[None]
+        y = degrade(x, name, generator=torch.Generator().manual_seed(seed), **params).image
+        samples.append(Sample(f"{task}_{seed}", _eight_bit(y), _eight_bit(x)))
+    return samples
+
+# %% ../nbs/09_pocket.ipynb #73c6458b
+import dataclasses
+
+def pocket_benchmark(task: str, n: int = 50, *, split: str = "test", start: int = 0, recurrences: int = 3,
+                     backbone: Backbone | None = None, captioner: Any = None, perceptual: Any = None,
+                     metrics: Sequence[str] = ("psnr", "ssim"), progress: bool = True, **overrides: Any) -> list[EvalRow]:
+    """Score the input, the classical baselines and LD-RPS (caption after 0..`recurrences` recurrences; no caption)
+    on `pocket_dataset(task, n, split=split, start=start)`. Models default to the shipped pocket ones; `overrides` set
+    fields of the task's pocket preset."""
+    from ldrps_nb.sampler import POCKET_PRESETS, recurrent_sample, resolve_preset
+    if task not in BENCH_TASKS: raise ConfigError(f"unknown pocket task {task!r}; choose from {list(BENCH_TASKS)}")
+    if recurrences < 0: raise ConfigError(f"recurrences must be >= 0, got {recurrences}")
+    preset_name, baseline_task = BENCH_TASKS[task]
+    preset = resolve_preset(preset_name, presets=POCKET_PRESETS, **overrides)
+    bb = backbone or pocket_backbone()
+    cap, perc = captioner or pocket_captioner(), perceptual or pocket_perceptual()
+    run = lambda y, p: recurrent_sample(y, backbone=bb, preset=p, captioner=cap, perceptual=perc, progress=False)
+    runs: list = []
+    def captioned(y: torch.Tensor) -> torch.Tensor:
+        runs.append(run(y, preset.replace(recurrences=recurrences)))
+        return runs[-1].image
+    last = f"LD-RPS, caption, N={recurrences}"
+    methods = {last: captioned} | {f"LD-RPS, caption, N={k}": (lambda y, k=k: runs[-1].passes[k]) for k in range(recurrences)}
+    methods[f"LD-RPS, no caption, N={preset.recurrences}"] = lambda y: run(y, preset.replace(use_caption=False)).image
+    rows = evaluate(baseline_methods(baseline_task) | methods, pocket_dataset(task, n, split=split, start=start),
+                    list(metrics), progress=progress)
+    def pass_seconds(k: int) -> float:  # setup (captioning included) plus passes 0..k, averaged over the images
+        return sum(r.timings["setup"] + sum(r.timings["passes"][:k + 1]) for r in runs) / len(runs)
+    rows = [dataclasses.replace(r, seconds=pass_seconds(int(r.method.rsplit("=", 1)[1])))
+            if r.method.startswith("LD-RPS, caption") and runs else r for r in rows]
+    ours = lambda r: r.method.startswith("LD-RPS")  # input, the baselines as chapter 11 lists them, then N = 0, 1, ...
+    return sorted(rows, key=lambda r: (r.method != "input", ours(r), "no caption" in r.method, r.method if ours(r) else ""))

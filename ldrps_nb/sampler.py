@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
@@ -19,15 +20,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import (ConfigError, ImageError, WorkingFrame, from_working, make_generator, read_image, to_signed,
-                           to_unit, to_working)
+from .core import (ConfigError, ImageError, ModelLoadError, WorkingFrame, check_image, first_line, from_working,
+                           make_generator, read_image, to_signed, to_unit, to_working)
 from .fpam import FPAMTrainer, OnlineDiscriminator, Perceptual, StateDict
 from .losses import vgg_perceptual
 from .posterior import GuidanceConfig, PosteriorState, StepRecord, posterior_step
 
 # %% auto #0
-__all__ = ['PRESETS', 'COMPAT_FIELDS', 'OUR_DEFAULTS', 'AUTO_THRESHOLDS', 'Preset', 'resolve_preset', 'tail_timesteps',
-           'image_statistics', 'choose_preset', 'Restoration', 'recurrent_sample']
+__all__ = ['PRESETS', 'POCKET_PRESETS', 'COMPAT_FIELDS', 'OUR_DEFAULTS', 'AUTO_THRESHOLDS', 'Preset', 'presets_for',
+           'default_perceptual', 'resolve_preset', 'tail_timesteps', 'image_statistics', 'choose_preset', 'Restoration',
+           'recurrent_sample']
 
 # %% ../nbs/07_sampler.ipynb #916ad173
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Preset:
     fpam_weights: tuple[float, float, float] = (0.02, 0.3, 0.8)  # F-PAM loss weights (a MSE, b VGG, c GAN-D1)
     fpam_lr: float = 5e-4                     # F-PAM Adam learning rate
     fpam_weight_decay: float = 1e-5           # F-PAM Adam weight decay
+    fpam_width: int = 64                      # F-PAM hidden width (paper: 64, i.e. 64-128-256 channels)
     d1_lr: float = 4e-5                       # learning rate of D1 (F-PAM's discriminator)
     d2_lr: float = 4e-5                       # learning rate of D2 (the guidance discriminator)
     w_l2: float = 1.0                         # guidance weight of MSE(F(x̂), y)
@@ -69,7 +72,8 @@ class Preset:
         checks = [(self.steps >= 1, "steps must be >= 1"), (self.recurrences >= 0, "recurrences must be >= 0"),
                   (0 < self.strength <= 1, "strength must be in (0, 1]"), (len(self.fpam_weights) == 3, "fpam_weights must be (a, b, c)"),
                   (self.resize_mode in ("stretch", "fit"), "resize_mode must be 'stretch' or 'fit'"),
-                  (self.resolution is None or self.resolution >= 8, "resolution must be None or >= 8")]
+                  (self.resolution is None or self.resolution >= 8, "resolution must be None or >= 8"),
+                  (self.fpam_width >= 1, "fpam_width must be >= 1")]
         for ok, msg in checks:
             if not ok: raise ConfigError(f"preset {self.name!r}: {msg}")
         GuidanceConfig(**self._guidance_fields())  # validates x0_from, unet_batch, exposure_patch
@@ -102,18 +106,45 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({
                       exposure_patch=64, use_caption=False),
 })
 
+# %% ../nbs/07_sampler.ipynb #3fa496c2
+_POCKET_BASE = dict(steps=50, resolution=64, fpam_width=16, exposure_patch=8, use_caption=True)
+POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
+    "lowlight": Preset(name="lowlight", **_POCKET_BASE, recurrences=1, guidance_scale=50.0),
+    "dehaze": Preset(name="dehaze", **_POCKET_BASE, seed=10, recurrences=0, guidance_scale=25.0,
+                     fpam_weights=(0.2, 0.5, 0.2), d1_lr=1e-4, d2_lr=2e-5, w_vgg=5e-3, w_adv=0.0, w_col=1e-3,
+                     t_quality=150),
+    "denoise": Preset(name="denoise", **_POCKET_BASE, recurrences=1, guidance_scale=600.0,
+                      fpam_weights=(3.0, 0.002, 0.001), d1_lr=1e-4, d2_lr=1e-3, w_vgg=0.0, w_adv=0.0, w_exp=0.0,
+                      w_col=0.0, t_quality=None),
+})
+
+def presets_for(backbone: Any) -> Mapping[str, Preset]:
+    "The preset family tuned for `backbone`: `POCKET_PRESETS` for the pocket world, else `PRESETS` (SD 2.1-base)."
+    return POCKET_PRESETS if getattr(backbone, "name", None) == "pocket" else PRESETS
+
+def default_perceptual(backbone: Any) -> Perceptual:
+    """The network of the perceptual terms when none is given: the pocket one for the pocket world, else ImageNet
+    VGG16 — or, with a warning, the pocket one where the ImageNet weights cannot be had (offline, no cache)."""
+    from ldrps_nb.pocket import pocket_perceptual
+    if getattr(backbone, "name", None) == "pocket": return pocket_perceptual()
+    try: return vgg_perceptual("imagenet")
+    except ModelLoadError as e:
+        warnings.warn(f"{first_line(e)}; using the pocket perceptual network (chapter 09) instead", stacklevel=2)
+        return pocket_perceptual()
+
 # %% ../nbs/07_sampler.ipynb #cbdee2b5
 COMPAT_FIELDS = ("x0_from", "use_caption", "unet_batch")
 OUR_DEFAULTS: Mapping[str, Any] = MappingProxyType({"x0_from": "current_latent", "use_caption": True, "unet_batch": "joint"})
 
-def resolve_preset(preset: str | Preset = "lowlight", *, reference_compat: bool = False, **overrides: Any) -> Preset:
+def resolve_preset(preset: str | Preset = "lowlight", *, reference_compat: bool = False,
+                   presets: Mapping[str, Preset] = PRESETS, **overrides: Any) -> Preset:
     """The `Preset` a run uses, then `overrides` (any field; `ConfigError` for unknown names).
 
-    A name gives `PRESETS[name]` with `OUR_DEFAULTS` for the `COMPAT_FIELDS` unless `reference_compat`;
+    A name gives `presets[name]` with `OUR_DEFAULTS` for the `COMPAT_FIELDS` unless `reference_compat`;
     a `Preset` object is used as given (its fields already say what it wants)."""
     if isinstance(preset, str):
-        if preset not in PRESETS: raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)} or 'auto'")
-        preset = PRESETS[preset] if reference_compat else PRESETS[preset].replace(**OUR_DEFAULTS)
+        if preset not in presets: raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(presets)} or 'auto'")
+        preset = presets[preset] if reference_compat else presets[preset].replace(**OUR_DEFAULTS)
     elif not isinstance(preset, Preset): raise ConfigError(f"preset must be a name or a Preset, got {type(preset).__name__}")
     return preset.replace(**overrides)
 
@@ -177,12 +208,7 @@ def _input_image(image: torch.Tensor | str | os.PathLike) -> torch.Tensor:
     if isinstance(image, (str, os.PathLike)): return read_image(image)
     if not isinstance(image, torch.Tensor): raise ImageError(f"image must be a tensor or a path, got {type(image).__name__}")
     if image.ndim == 3: image = image[None]
-    if image.ndim != 4 or image.shape[:2] != (1, 3):
-        raise ImageError(f"image must have shape (1, 3, H, W), got {tuple(image.shape)}")
-    if not image.is_floating_point(): raise ImageError(f"image must be a float tensor in [0, 1], got {image.dtype}")
-    if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-        raise ImageError("image values must be finite and in [0, 1]")
-    return image.detach().float().cpu()
+    return check_image(image, "recurrent_sample", single=True).detach().float().cpu().clamp(0, 1)
 
 def _history_row(r: StepRecord) -> dict[str, Any]:
     return {"pass": r.pass_index, "step": r.step_index, "t": r.t, "stage": r.stage, **r.losses}
@@ -199,16 +225,18 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike, prompt: str | None
     - `image`: (1,3,H,W) float tensor in [0,1], or an image path (`core.read_image`);
     - `prompt`: the text to condition on; if None, `captioner(image)` when a captioner is given, else no caption;
     - `backbone`: a `backbone.Backbone`; the run happens on its device, at its resolution unless `resolution=` is set;
-    - `preset`: a name of `PRESETS`, "auto" (`choose_preset`), or a `Preset`; `overrides` set any of its fields;
+    - `preset`: a name of `presets_for(backbone)`, "auto" (`choose_preset`), or a `Preset`; `overrides` set any field;
     - `seed`: overrides the preset's seed; `reference_compat`: reproduce the reference scripts (see the chapter's table);
     - `callback(record)`: called with the `StepRecord` of every step; `progress`: a tqdm bar over all steps;
-    - `perceptual`: the VGG term's network (default: ImageNet VGG16 from torchvision, downloaded on first use);
+    - `perceptual`: the VGG terms' network (default `default_perceptual(backbone)`: ImageNet VGG16, downloaded on first
+      use, or the pocket network);
     - `fpam_state`, `d1_state`, `d2_state`: initial weights instead of the seeded Kaiming draw;
     - `scheduler`: a DDIM-like scheduler to use (its timesteps are set here) instead of `backbone.make_scheduler`."""
     t_start = time.perf_counter()
     y = _input_image(image)
     auto = choose_preset(y) if isinstance(preset, str) and preset == "auto" else None
-    p = resolve_preset(auto["preset"] if auto else preset, reference_compat=reference_compat, **overrides)
+    p = resolve_preset(auto["preset"] if auto else preset, reference_compat=reference_compat,
+                       presets=presets_for(backbone), **overrides)
     if seed is not None: p = p.replace(seed=int(seed))
     seed = p.seed
     device = backbone.device
@@ -231,12 +259,12 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike, prompt: str | None
     tail = tail_timesteps(timesteps, p.strength)
     if p.recurrences and len(tail) == 0: raise ConfigError(f"strength {p.strength} leaves no timesteps of {p.steps} for the recurrences")
 
-    if perceptual is None and (p.w_vgg or p.fpam_weights[1]): perceptual = vgg_perceptual("imagenet").to(device)
+    if perceptual is None and (p.w_vgg or p.fpam_weights[1]): perceptual = default_perceptual(backbone).to(device)
     init = make_generator(seed)  # Kaiming init in the reference's order (D2, F-PAM, D1): its numbers on CPU
     d2 = OnlineDiscriminator(p.d2_lr, generator=init, state=d2_state, device=device)
     trainer = FPAMTrainer(perceptual, weights=p.fpam_weights, lr=p.fpam_lr, weight_decay=p.fpam_weight_decay,
                           d1_lr=p.d1_lr, t1=p.t1, clip_threshold=p.vgg_clip_threshold, clip_factor=p.vgg_clip_factor,
-                          generator=init, fpam_state=fpam_state, d1_state=d1_state, device=device)
+                          generator=init, fpam_state=fpam_state, d1_state=d1_state, device=device, width=p.fpam_width)
     g = make_generator(seed)
     h, w = y_w.shape[-2] // f, y_w.shape[-1] // f
     channels = backbone.unet.config.in_channels

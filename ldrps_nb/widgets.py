@@ -23,7 +23,7 @@ from PIL import Image
 
 from .core import ConfigError, ImageError, LdrpsError, from_pil, resize_image, to_pil
 from .posterior import StepRecord
-from .sampler import PRESETS, Restoration, recurrent_sample, tail_timesteps
+from .sampler import PRESETS, Preset, Restoration, presets_for, recurrent_sample, tail_timesteps
 
 # %% auto #0
 __all__ = ['PANELS', 'DEFAULT_PANELS', 'EXPLORE_FIELDS', 'as_image', 'png_bytes', 'figure_png', 'synthetic_scene',
@@ -455,10 +455,10 @@ def compare(before: torch.Tensor, after: torch.Tensor, **kwargs) -> CompareWidge
 # %% ../nbs/10_widgets.ipynb #473a2b39
 EXPLORE_FIELDS = ("t1", "guidance_scale", "strength", "recurrences", "steps", "seed")  # `Preset` fields on controls
 
-def preset_settings(preset: str) -> dict[str, Any]:
-    "The explorer's settings for a named preset: `preset`, the `EXPLORE_FIELDS` of `PRESETS[preset]`, `caption` ''."
-    if preset not in PRESETS: raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    p = PRESETS[preset]
+def preset_settings(preset: str, presets: Mapping[str, Preset] = PRESETS) -> dict[str, Any]:
+    "The explorer's settings for a named preset: `preset`, the `EXPLORE_FIELDS` of `presets[preset]`, `caption` ''."
+    if preset not in presets: raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(presets)}")
+    p = presets[preset]
     return {"preset": preset, **{k: getattr(p, k) for k in EXPLORE_FIELDS}, "caption": ""}
 
 def expected_steps(settings: Mapping[str, Any]) -> int:
@@ -515,14 +515,15 @@ class Explorer(widgets.VBox):
         initial = {k: sample_kwargs.pop(k) for k in ("preset", "caption", *EXPLORE_FIELDS) if k in sample_kwargs}
         self.callback: Callable[[StepRecord], Any] | None = sample_kwargs.pop("callback", None)
         self.sample_kwargs = sample_kwargs
-        start = {**preset_settings(initial.get("preset", "lowlight")), **initial}
+        self.presets = presets_for(backbone)
+        start = {**preset_settings(initial.get("preset", "lowlight"), self.presets), **initial}
         if captioner is not None and "caption" not in initial: start["caption"] = captioner(self.image)
         self.entries: list[GalleryEntry] = []
         self.last_result: Restoration | None = None
         self.width = width
         wide = widgets.Layout(width="300px")
         self.controls = {
-            "preset": widgets.Dropdown(options=sorted(PRESETS), description="preset", layout=wide),
+            "preset": widgets.Dropdown(options=sorted(self.presets), description="preset", layout=wide),
             "t1": widgets.IntSlider(min=0, max=1000, description="t1", layout=wide),
             "guidance_scale": widgets.BoundedFloatText(min=0, max=1e7, step=1000, description="λ", layout=wide),
             "strength": widgets.FloatSlider(min=0.05, max=1.0, step=0.05, description="γ", layout=wide),
@@ -563,7 +564,7 @@ class Explorer(widgets.VBox):
 
     def load_preset(self, preset: str) -> None:
         "Load a preset's values into the controls, keeping `steps` and the caption."
-        self.set_settings({k: v for k, v in preset_settings(preset).items() if k not in ("steps", "caption")})
+        self.set_settings({k: v for k, v in preset_settings(preset, self.presets).items() if k not in ("steps", "caption")})
 
     def run(self) -> GalleryEntry:
         "Run `recurrent_sample` with the current settings, advancing the progress bar; append and return the entry."

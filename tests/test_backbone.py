@@ -105,15 +105,12 @@ def test_missing_and_broken_folders(tmp_path):
     assert str(tmp_path) in str(err.value) and isinstance(err.value, LdrpsError)
 
 
-def test_pocket_hook():
+def test_pocket_backbone_by_name():
+    "load_backbone('pocket') gives the shipped pocket world: SD interfaces at 64², latent scale measured from data."
     assert set(named_backbones()) >= {"tiny", "pocket"}
-    try:
-        from ldrps_nb.pocket import pocket_backbone  # noqa: F401
-    except ImportError:
-        with pytest.raises(ModelLoadError, match="pocket"):
-            load_backbone("pocket", device="cpu")
-    else:
-        pytest.skip("ldrps_nb.pocket.pocket_backbone exists; the pocket chapter tests it")
+    bb = load_backbone("pocket", device="cpu")
+    assert (bb.name, bb.resolution, bb.vae_scale_factor) == ("pocket", 64, 8)
+    assert 0.1 < bb.latent_scale < 10 and bb.encode_prompt("a red circle").shape[0] == 2
 
 
 def test_scheduler_matches_diffusers_without_thresholding():

@@ -249,15 +249,26 @@ def test_info(capsys):
         assert key in out
 
 
-def test_demo_is_honest(tmp_path, capsys):
-    from ldrps_nb.pocket import POCKET_DIR
+def test_demo_restores_with_the_pocket_models(tmp_path, capsys):
+    "The demo runs on the shipped pocket models (no tiny fallback) and writes before/after, figure and metrics."
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--data", str(ROOT / "data" / "pocket"), "--limit", "1", "--steps", "4",
+                 "--recurrences", "0", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert "cannot be loaded" not in text and TINY_LABEL not in text and "pocket backbone" in text
+    assert names == ["demo_figure.png", "demo_metrics.md", "lowlight_2000000_after.png", "lowlight_2000000_before.png"]
+    assert "| lowlight_2000000 | lowlight |" in text
+
+
+def test_demo_falls_back_honestly(tmp_path, monkeypatch, capsys):
+    "Without the pocket weights the demo says why, runs the tiny random backbone and labels every output."
+    import ldrps_nb.pocket as pocket
+    monkeypatch.setattr(pocket, "POCKET_DIR", tmp_path / "no-weights")
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--data", str(ROOT / "data" / "pocket"), "--limit", "1", "--steps", "1",
                  "--recurrences", "0", "--no-progress"]) == 0
     text = capsys.readouterr().out
+    assert "pocket-world models cannot be loaded" in text and "chapter 09" in text and TINY_LABEL in text
     names = sorted(p.name for p in out.iterdir())
-    if not (POCKET_DIR / "backbone").is_dir():  # the pocket weights are not shipped yet: the tiny fallback, labelled
-        assert "pocket-world models cannot be loaded" in text and "chapter 09" in text and TINY_LABEL in text
-        assert all("tiny-random-NOT-restored" in n for n in names if "before" not in n), names
-    assert len(names) == 4 and any(n.startswith("demo_figure") for n in names)
-    assert "| lowlight_2000000 | lowlight |" in text
+    assert len(names) == 4 and all("tiny-random-NOT-restored" in n for n in names if "before" not in n), names

@@ -1,0 +1,47 @@
+"""The pocket world restores for real on a CPU: the shipped models and presets, checked on test-split scenes."""
+from functools import lru_cache
+
+import torch
+
+from ldrps_nb.evaluation import psnr
+from ldrps_nb.pocket import (attribute_accuracy, pocket_backbone, pocket_captioner, pocket_dataset, pocket_perceptual,
+                             random_degradation, random_scene, render, scene_seeds, _load_caption_net)
+from ldrps_nb.sampler import POCKET_PRESETS, presets_for, recurrent_sample
+
+
+@lru_cache(maxsize=None)
+def models():
+    return pocket_backbone(), pocket_captioner(), pocket_perceptual()
+
+
+def restore(image: torch.Tensor, preset: str) -> torch.Tensor:
+    bb, cap, perc = models()
+    return recurrent_sample(image, backbone=bb, preset=preset, captioner=cap, perceptual=perc, progress=False).image
+
+
+def test_pocket_presets_are_picked_for_the_pocket_backbone():
+    assert presets_for(models()[0]) is POCKET_PRESETS
+    assert {p.resolution for p in POCKET_PRESETS.values()} == {64}
+
+
+def test_lowlight_gains_psnr():
+    """The low-light preset beats the input by issue #4's 3 dB on average over the first four test scenes (the
+    benchmark's 12 scenes: +6.5 dB; single scenes vary from about +2 to +11 dB). Haze (+2.9 dB) and noise (-2.1 dB)
+    do not meet their targets yet, so they are reported by benchmarks/pocket_quality.py, not asserted here."""
+    samples = pocket_dataset("lowlight", 4)
+    gains = [(psnr(restore(s.degraded, "lowlight"), s.clean) - psnr(s.degraded, s.clean)).item() for s in samples]
+    assert sum(gains) / len(gains) > 3.0, [round(g, 2) for g in gains]
+
+
+def test_restoration_is_deterministic():
+    "The same seed gives the same pixels, run after run."
+    y = pocket_dataset("noise", 1)[0].degraded
+    assert torch.equal(restore(y, "denoise"), restore(y, "denoise"))
+
+
+def test_captioner_reads_degraded_scenes():
+    "Attribute accuracy on 60 degraded test scenes stays where the chapter reports it."
+    seeds = scene_seeds("test", 60, start=500)
+    imgs = torch.cat([random_degradation(render(random_scene(s))[None], torch.Generator().manual_seed(s)) for s in seeds])
+    acc = attribute_accuracy(_load_caption_net(), imgs, [random_scene(s) for s in seeds])
+    assert acc["background"] > 0.9 and acc["shape"] > 0.75 and acc["colour1"] > 0.9, acc
