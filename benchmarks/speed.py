@@ -120,7 +120,7 @@ def table(rows: list[dict], floors: dict[str, dict[str, float]]) -> str:
     out += [f"| {r['row']} | {r['image_s']:.2f} | {r['step_s'] * 1000:.1f} ms | {r['steps_per_s']:.2f} | "
             f"{r['peak_gib']:.2f} | {r['note']} |" for r in rows]
     for name, parts in floors.items():
-        out += ["", f"**floor per step, {name}** (each kernel alone, median of 5)", "", "| kernel | ms |", "|---|---|"]
+        out += ["", f"**floor per guided step, {name}** (each kernel alone, median of 5; unguided steps, t >= t1, skip the guidance kernels)", "", "| kernel | ms |", "|---|---|"]
         out += [f"| {k} | {v * 1000:.1f} |" for k, v in parts.items()]
         out += [f"| **sum (floor)** | **{sum(parts.values()) * 1000:.1f}** |"]
     return "\n".join(out)
