@@ -22,7 +22,7 @@ __all__ = ['COLOURS', 'SHAPES', 'SIZES', 'POSITIONS', 'POSITION_PHRASES', 'BACKG
            'pocket_text_encoder', 'TrainConfig', 'render_split', 'train_vae', 'latent_std', 'train_denoiser',
            'pocket_features', 'PocketCaptionNet', 'scene_targets', 'decode_scene', 'random_degradation',
            'train_captioner', 'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner', 'pocket_captioner',
-           'pocket_perceptual', 'save_pocket', 'write_samples', 'pocket_dataset', 'pocket_benchmark']
+           'pocket_perceptual', 'save_pocket', 'degrade_sample', 'write_samples', 'pocket_dataset', 'pocket_benchmark']
 
 # %% ../nbs/09_pocket.ipynb #4a25ab1f
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -466,15 +466,19 @@ SAMPLE_TASKS: dict[str, tuple[str, dict]] = {  # task -> (degradation, parameter
     "noise": ("gaussian_noise", dict(sigma=30.0)),
 }
 
+def degrade_sample(x: torch.Tensor, task: str, seed: int) -> torch.Tensor:
+    "Scene `seed`'s clean image `x` degraded as `SAMPLE_TASKS[task]`, its noise drawn from a generator seeded with `seed`."
+    name, params = SAMPLE_TASKS[task]
+    return degrade(x, name, generator=torch.Generator().manual_seed(seed), **params).image
+
 def write_samples(directory: str | Path, n: int = 2, start: int = 0) -> list[Path]:
     "Write `n` test-split scenes per task of `SAMPLE_TASKS` as `<task>_<seed>.png` plus `clean/<seed>.png`."
     d, written = Path(directory), []
     for seed in scene_seeds("test", n, start):
         x = render(random_scene(seed))[None]
         written.append(save_image(x, d / "clean" / f"{seed}.png"))
-        for task, (name, params) in SAMPLE_TASKS.items():
-            y = degrade(x, name, generator=torch.Generator().manual_seed(seed), **params).image
-            written.append(save_image(y, d / f"{task}_{seed}.png"))
+        for task in SAMPLE_TASKS:
+            written.append(save_image(degrade_sample(x, task, seed), d / f"{task}_{seed}.png"))
     return written
 
 # %% ../nbs/09_pocket.ipynb #42b39e3f
@@ -488,12 +492,10 @@ def _eight_bit(x: torch.Tensor) -> torch.Tensor: return (x.clamp(0, 1) * 255).ro
 def pocket_dataset(task: str, n: int = 50, *, split: str = "test", start: int = 0) -> list[Sample]:
     "`n` scenes of `split` degraded as `SAMPLE_TASKS[task]`, as (name, degraded, clean) 8-bit samples (= `write_samples`)."
     if task not in SAMPLE_TASKS: raise ConfigError(f"unknown pocket task {task!r}; choose from {list(SAMPLE_TASKS)}")
-    name, params = SAMPLE_TASKS[task]
     samples = []
     for seed in scene_seeds(split, n, start):
         x = render(random_scene(seed))[None]
-        y = degrade(x, name, generator=torch.Generator().manual_seed(seed), **params).image
-        samples.append(Sample(f"{task}_{seed}", _eight_bit(y), _eight_bit(x)))
+        samples.append(Sample(f"{task}_{seed}", _eight_bit(degrade_sample(x, task, seed)), _eight_bit(x)))
     return samples
 
 # %% ../nbs/09_pocket.ipynb #73c6458b
