@@ -8,7 +8,8 @@ Docs: https://ldrps-nb.github.io/ldrps-nb/posterior.html.md"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+import contextlib
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -17,11 +18,13 @@ from .fpam import FPAMTrainer, OnlineDiscriminator, Perceptual
 from .losses import colour_loss, exposure_loss, l2_loss
 
 # %% auto #0
-__all__ = ['X0From', 'UNetBatch', 'LOSS_KEYS', 'GuidanceConfig', 'StepRecord', 'PosteriorState', 'cfg_noise', 'posterior_step']
+__all__ = ['X0From', 'UNetBatch', 'Autocast', 'LOSS_KEYS', 'GuidanceConfig', 'StepRecord', 'PosteriorState', 'chain_embeddings',
+           'cfg_noise', 'autocast_dtype', 'posterior_step']
 
 # %% ../nbs/06_posterior.ipynb #66e0113b
 X0From = Literal["current_latent", "updated_latent"]
 UNetBatch = Literal["per_chain", "joint"]
+Autocast = Literal["off", "auto", "bf16", "fp16"]
 
 @dataclass(frozen=True)
 class GuidanceConfig:
@@ -39,12 +42,15 @@ class GuidanceConfig:
     exposure_level: float = 0.5       # target brightness of the exposure loss
     x0_from: X0From = "current_latent"  # "updated_latent" = the reference quirk: x̂0 from z_prev with eps(z_t, t)
     unet_batch: UNetBatch = "joint"   # "per_chain": two UNet calls of [uncond, cond] as the reference; "joint": one of 4
+    autocast: Autocast = "off"        # UNet and VAE under torch.autocast: "auto" = fp16 on a GPU, off on a CPU
 
     def __post_init__(self):
         if self.x0_from not in ("current_latent", "updated_latent"):
             raise ConfigError(f"x0_from must be 'current_latent' or 'updated_latent', got {self.x0_from!r}")
         if self.unet_batch not in ("per_chain", "joint"):
             raise ConfigError(f"unet_batch must be 'per_chain' or 'joint', got {self.unet_batch!r}")
+        if self.autocast not in ("off", "auto", "bf16", "fp16"):
+            raise ConfigError(f"autocast must be 'off', 'auto', 'bf16' or 'fp16', got {self.autocast!r}")
         if self.exposure_patch < 1: raise ConfigError(f"exposure_patch must be >= 1, got {self.exposure_patch}")
 
 # %% ../nbs/06_posterior.ipynb #9ab1a00a
@@ -61,6 +67,7 @@ class StepRecord:
     x0_image: torch.Tensor            # (2,3,h,w) decoded x̂0 of chain 0 and 1, [0, 1], detached, CPU
     fpam_output: torch.Tensor         # (2,3,h,w) F(x̂0), clamped to [0, 1], detached, CPU
     target: torch.Tensor              # (1,3,h,w) y at working size, CPU
+    image_index: int = 0              # which image of a batch (`posterior_step` on several states)
 
 # %% ../nbs/06_posterior.ipynb #2e3ace9e
 @dataclass
@@ -75,22 +82,33 @@ class PosteriorState:
     perceptual: Perceptual            # (input, target) -> loss, e.g. `losses.vgg_perceptual(...)`
 
 # %% ../nbs/06_posterior.ipynb #77b4b039
+def chain_embeddings(embeddings: torch.Tensor, chains: int) -> torch.Tensor:
+    """`[uncond…, cond…]` rows for `chains` chains from (2,L,D) `[uncond, cond]` shared by all chains, or the
+    (2B,L,D) rows of `chains` = B chains as given (several images, each with its own prompt)."""
+    if embeddings.shape[0] == 2: return embeddings.repeat_interleave(chains, dim=0)
+    if embeddings.shape[0] != 2 * chains:
+        raise ConfigError(f"embeddings have {embeddings.shape[0]} rows; expected 2 or 2 x {chains} chains")
+    return embeddings
+
 @torch.no_grad()
 def cfg_noise(unet: torch.nn.Module, scheduler: Any, z: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
               cfg_scale: float, unet_batch: UNetBatch = "joint") -> torch.Tensor:
-    r"Classifier-free guided noise $\varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ for every chain of `z` (B,4,h,w)."
-    z = z.to(unet.dtype)
+    r"""Classifier-free guided noise $\varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ for every chain of `z` (B,4,h,w).
+
+    `embeddings`: (2,L,D) `[uncond, cond]` for all chains, or (2B,L,D) per chain (see `chain_embeddings`)."""
+    z, b = z.to(unet.dtype), z.shape[0]
+    emb = chain_embeddings(embeddings, b)
     if unet_batch == "per_chain":
         out = []
-        for i in range(z.shape[0]):
+        for i in range(b):
             inp = scheduler.scale_model_input(torch.cat([z[i:i + 1]] * 2), t)
-            eps_u, eps_c = unet(inp, t, encoder_hidden_states=embeddings).sample.chunk(2)
+            eps_u, eps_c = unet(inp, t, encoder_hidden_states=emb[[i, b + i]]).sample.chunk(2)
             out.append(eps_u + cfg_scale * (eps_c - eps_u))
         return torch.cat(out).float()
     inp = scheduler.scale_model_input(torch.cat([z, z]), t)
-    emb = embeddings.repeat_interleave(z.shape[0], dim=0)
     eps_u, eps_c = unet(inp, t, encoder_hidden_states=emb).sample.chunk(2)
     return (eps_u + cfg_scale * (eps_c - eps_u)).float()
+
 
 # %% ../nbs/06_posterior.ipynb #475ded89
 def _terms(state: PosteriorState, x_hq: torch.Tensor, x_lq: torch.Tensor, t: int, cfg: GuidanceConfig) -> dict[str, torch.Tensor]:
@@ -106,41 +124,71 @@ def _terms(state: PosteriorState, x_hq: torch.Tensor, x_lq: torch.Tensor, t: int
         if cfg.w_col: terms["col"] = colour_loss(x_hq[:1]) * cfg.w_col
     return terms
 
-def posterior_step(backbone: Any, state: PosteriorState, t: int | torch.Tensor, config: GuidanceConfig, *,
-                   pass_index: int = 0, step_index: int = 0) -> StepRecord:
-    "Advance both chains of `state` by one guided DDIM step at timestep `t` (in place); return its `StepRecord`."
-    sched, cfg = state.scheduler, config
+def autocast_dtype(mode: Autocast, device: torch.device | str, weights: torch.dtype = torch.float32) -> torch.dtype | None:
+    """The dtype `torch.autocast` runs the UNet and VAE in for `mode` on `device` (None: no autocast).
+
+    "auto" is float16 on a GPU when the UNet's `weights` are float32 (its 10-bit mantissa keeps the posterior chain
+    within the fixture tolerance, bfloat16's 7 bits do not; see "Mixed precision"), and nothing on a CPU (without
+    native half kernels autocast is slower) or for weights that are already half."""
+    device = torch.device(device)
+    if mode == "off" or (mode == "auto" and (device.type != "cuda" or weights != torch.float32)): return None
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+def _precision(backbone: Any, mode: Autocast) -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(mode, backbone.device, backbone.dtype)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(backbone.device.type, dtype=dtype)
+
+def posterior_step(backbone: Any, state: PosteriorState | Sequence[PosteriorState], t: int | torch.Tensor,
+                   config: GuidanceConfig, *, pass_index: int = 0, step_index: int = 0) -> StepRecord | list[StepRecord]:
+    """Advance both chains of `state` by one guided DDIM step at timestep `t` (in place); return its `StepRecord`.
+
+    A sequence of states (several images at the same timestep) advances them together: one UNet call and one VAE
+    decode per chain kind for all images, F-PAM and the losses per image; returns one record per state."""
+    states = [state] if isinstance(state, PosteriorState) else list(state)
+    sched, cfg, n = states[0].scheduler, config, len(states)
     t_tensor = t if isinstance(t, torch.Tensor) else torch.tensor(int(t))
     ti = int(t_tensor)
-    where = f"pass {pass_index} step {step_index} (t={ti})"
-    z = state.latents
-    eps = cfg_noise(backbone.unet, sched, z, t_tensor, state.embeddings, cfg.cfg_scale, cfg.unet_batch)
+    where = lambda i: f"{f'image {i} ' if n > 1 else ''}pass {pass_index} step {step_index} (t={ti})"
+    z = torch.cat([s.latents for s in states])  # image i: rows 2i (posterior chain) and 2i + 1 (free chain)
+    emb = torch.cat([s.embeddings[k:k + 1].expand(2, -1, -1) for k in (0, 1) for s in states])
+    with _precision(backbone, cfg.autocast):
+        eps = cfg_noise(backbone.unet, sched, z, t_tensor, emb, cfg.cfg_scale, cfg.unet_batch)
     out = sched.step(eps, t_tensor, z)
     z_prev = out.prev_sample
     x0 = sched.step(eps, t_tensor, z_prev).pred_original_sample if cfg.x0_from == "updated_latent" else out.pred_original_sample
     guided = ti < cfg.t1
-    x0_post = x0[:1].detach().float().requires_grad_(guided)  # the guidance differentiates the posterior chain only
-    with torch.set_grad_enabled(guided):
+    x0_post = x0[0::2].detach().float().requires_grad_(guided)  # the guidance differentiates the posterior chains only
+    with torch.set_grad_enabled(guided), _precision(backbone, cfg.autocast):
         x_post = backbone.decode(x0_post).float()
-    with torch.no_grad():
-        x_free = backbone.decode(x0[1:].detach().float()).float()
-    x_hq = torch.cat([x_post, x_free])
-    try:
-        with torch.enable_grad():
-            x_lq, fpam_losses = state.fpam.step(x_hq, state.target, ti, grad_rows=1)
-    except NumericalError as e:
-        raise NumericalError(f"{where}: {e}") from None
-    losses = {f"fpam_{k}": v for k, v in fpam_losses.items()}
-    if guided:
-        terms = _terms(state, x_hq, x_lq, ti, cfg)
-        loss = cfg.guidance_scale * (terms["mse"] + terms["pse"] + terms["adv"] + terms["exp"] + terms["col"])
-        if not torch.isfinite(loss): raise NumericalError(f"{where}: guidance loss is not finite ({loss.item()})")
+    with torch.no_grad(), _precision(backbone, cfg.autocast):
+        x_free = backbone.decode(x0[1::2].detach().float()).float()
+    records, loss = [], x_post.new_zeros(())
+    for i, s in enumerate(states):
+        x_hq = torch.cat([x_post[i:i + 1], x_free[i:i + 1]])
+        try:
+            with torch.enable_grad():
+                x_lq, fpam_losses = s.fpam.step(x_hq, s.target, ti, grad_rows=1)
+        except NumericalError as e:
+            raise NumericalError(f"{where(i)}: {e}") from None
+        losses = {f"fpam_{k}": v for k, v in fpam_losses.items()}
+        if guided:
+            terms = _terms(s, x_hq, x_lq, ti, cfg)
+            total = cfg.guidance_scale * (terms["mse"] + terms["pse"] + terms["adv"] + terms["exp"] + terms["col"])
+            if not torch.isfinite(total): raise NumericalError(f"{where(i)}: guidance loss is not finite ({total.item()})")
+            loss = loss + total
+            losses.update({k: v.item() for k, v in terms.items()}, total=total.item())
+        else:
+            losses.update(mse=0.0, pse=0.0, adv=0.0, exp=0.0, col=0.0, total=0.0)
+        records.append(StepRecord(pass_index, step_index, ti, "guided" if guided else "fpam_only", losses,
+                                  x_hq.detach().clamp(0, 1).cpu(), x_lq.detach().clamp(0, 1).cpu(),
+                                  s.target.detach().cpu(), image_index=i))
+    grad = torch.zeros_like(x0_post)
+    if guided:  # each image's loss reads only its own rows, so one backward of the sum gives every image its gradient
         grad, = torch.autograd.grad(-loss, x0_post)
-        if not torch.isfinite(grad).all(): raise NumericalError(f"{where}: guidance gradient is not finite")
-        state.latents = torch.cat([z_prev[:1].float() + grad.float(), z_prev[1:].float()]).detach()
-        losses.update({k: v.item() for k, v in terms.items()}, total=loss.item())
-    else:
-        state.latents = z_prev.float().detach()
-        losses.update(mse=0.0, pse=0.0, adv=0.0, exp=0.0, col=0.0, total=0.0)
-    return StepRecord(pass_index, step_index, ti, "guided" if guided else "fpam_only", losses,
-                      x_hq.detach().clamp(0, 1).cpu(), x_lq.detach().clamp(0, 1).cpu(), state.target.detach().cpu())
+        for i in range(n):
+            if not torch.isfinite(grad[i]).all(): raise NumericalError(f"{where(i)}: guidance gradient is not finite")
+    for i, s in enumerate(states):
+        s.latents = torch.cat([z_prev[2 * i:2 * i + 1].float() + grad[i:i + 1].float(),
+                               z_prev[2 * i + 1:2 * i + 2].float()]).detach()
+    return records[0] if isinstance(state, PosteriorState) else records
+

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,7 @@ class Preset:
     negative_prompt: str = ""                 # the unconditional prompt of CFG
     x0_from: Literal["current_latent", "updated_latent"] = "updated_latent"  # x̂0 of the guidance (reference: quirk)
     unet_batch: Literal["per_chain", "joint"] = "per_chain"  # UNet batching (reference: one call per chain)
+    autocast: Literal["off", "auto", "bf16", "fp16"] = "off"  # UNet/VAE precision ("auto": fp16 on a GPU, fp32 on a CPU; reference: off)
     resolution: int | None = None             # working side in pixels (None: the backbone's, 512 for SD 2.1)
     resize_mode: Literal["stretch", "fit"] = "stretch"  # how the input reaches the working size (reference: stretch)
 
@@ -133,8 +134,9 @@ def default_perceptual(backbone: Any) -> Perceptual:
         return pocket_perceptual()
 
 # %% ../nbs/07_sampler.ipynb #cbdee2b5
-COMPAT_FIELDS = ("x0_from", "use_caption", "unet_batch")
-OUR_DEFAULTS: Mapping[str, Any] = MappingProxyType({"x0_from": "current_latent", "use_caption": True, "unet_batch": "joint"})
+COMPAT_FIELDS = ("x0_from", "use_caption", "unet_batch", "autocast")
+OUR_DEFAULTS: Mapping[str, Any] = MappingProxyType({"x0_from": "current_latent", "use_caption": True, "unet_batch": "joint",
+                                                    "autocast": "auto"})
 
 def resolve_preset(preset: str | Preset = "lowlight", *, reference_compat: bool = False,
                    presets: Mapping[str, Preset] = PRESETS, **overrides: Any) -> Preset:
@@ -213,28 +215,60 @@ def _input_image(image: torch.Tensor | str | os.PathLike) -> torch.Tensor:
 def _history_row(r: StepRecord) -> dict[str, Any]:
     return {"pass": r.pass_index, "step": r.step_index, "t": r.t, "stage": r.stage, **r.losses}
 
-def recurrent_sample(image: torch.Tensor | str | os.PathLike, prompt: str | None = None, *, backbone: Any,
+def _prompts(prompt: str | Sequence[str | None] | None, n: int) -> list[str | None]:
+    "One prompt (or None) per image: a single prompt serves every image, a list gives one each."
+    if prompt is None or isinstance(prompt, str): return [prompt] * n
+    prompts = list(prompt)
+    if len(prompts) != n: raise ConfigError(f"{len(prompts)} prompts for {n} images; give one prompt or one per image")
+    return prompts
+
+@dataclass
+class _ImageRun:
+    "One image's restoration in progress inside `recurrent_sample`."
+    state: PosteriorState
+    frame: WorkingFrame
+    caption: str | None
+    text: str
+    generator: torch.Generator
+    history: list = dataclasses.field(default_factory=list)
+    passes: list = dataclasses.field(default_factory=list)
+    latents: list = dataclasses.field(default_factory=list)
+
+def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Tensor | str | os.PathLike],
+                     prompt: str | Sequence[str | None] | None = None, *, backbone: Any,
                      preset: str | Preset = "lowlight", captioner: Callable[[torch.Tensor], str] | None = None,
                      seed: int | None = None, reference_compat: bool = False,
                      callback: Callable[[StepRecord], Any] | None = None, progress: bool = True,
                      perceptual: Perceptual | None = None, fpam_state: StateDict | None = None,
                      d1_state: StateDict | None = None, d2_state: StateDict | None = None,
-                     scheduler: Any = None, **overrides: Any) -> Restoration:
+                     scheduler: Any = None, **overrides: Any) -> Restoration | list[Restoration]:
     """Restore `image` with LD-RPS; returns a `Restoration` (the image at the input's size, passes, history, …).
 
-    - `image`: (1,3,H,W) float tensor in [0,1], or an image path (`core.read_image`);
-    - `prompt`: the text to condition on; if None, `captioner(image)` when a captioner is given, else no caption;
+    - `image`: (1,3,H,W) float tensor in [0,1], or an image path (`core.read_image`); a **list** of them is restored
+      in lockstep (one UNet call and one VAE decode per step for all images, F-PAM per image), each image as it would
+      be alone (same seed, same noise; float rounding aside), and a list of `Restoration`s is returned;
+    - `prompt`: the text to condition on (for a list: one for all, or one per image, None entries captioned);
+      if None, `captioner(image)` when a captioner is given, else no caption;
     - `backbone`: a `backbone.Backbone`; the run happens on its device, at its resolution unless `resolution=` is set;
-    - `preset`: a name of `presets_for(backbone)`, "auto" (`choose_preset`), or a `Preset`; `overrides` set any field;
+    - `preset`: a name of `presets_for(backbone)`, "auto" (`choose_preset`; single images only), or a `Preset`;
+      `overrides` set any field;
     - `seed`: overrides the preset's seed; `reference_compat`: reproduce the reference scripts (see the chapter's table);
-    - `callback(record)`: called with the `StepRecord` of every step; `progress`: a tqdm bar over all steps;
+    - `callback(record)`: called with the `StepRecord` of every step (of every image: `record.image_index`);
+      `progress`: a tqdm bar over all steps;
     - `perceptual`: the VGG terms' network (default `default_perceptual(backbone)`: ImageNet VGG16, downloaded on first
       use, or the pocket network);
     - `fpam_state`, `d1_state`, `d2_state`: initial weights instead of the seeded Kaiming draw;
-    - `scheduler`: a DDIM-like scheduler to use (its timesteps are set here) instead of `backbone.make_scheduler`."""
+    - `scheduler`: a DDIM-like scheduler to use (its timesteps are set here) instead of `backbone.make_scheduler`.
+
+    With a list, `timings` are the whole batch's (shared by its `Restoration`s)."""
     t_start = time.perf_counter()
-    y = _input_image(image)
-    auto = choose_preset(y) if isinstance(preset, str) and preset == "auto" else None
+    batch = isinstance(image, (list, tuple))
+    if batch and not image: raise ConfigError("recurrent_sample got an empty list of images")
+    ys = [_input_image(im) for im in (image if batch else [image])]
+    prompts = _prompts(prompt, len(ys))
+    if isinstance(preset, str) and preset == "auto" and batch:
+        raise ConfigError("preset='auto' chooses per image; restore a list with a named preset (or call per image)")
+    auto = choose_preset(ys[0]) if isinstance(preset, str) and preset == "auto" else None
     p = resolve_preset(auto["preset"] if auto else preset, reference_compat=reference_compat,
                        presets=presets_for(backbone), **overrides)
     if seed is not None: p = p.replace(seed=int(seed))
@@ -245,12 +279,6 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike, prompt: str | None
     multiple = f * 2 ** (len(backbone.unet.config.block_out_channels) - 1)  # latents divisible by the UNet's downsampling
     if resolution % multiple: raise ConfigError(f"resolution {resolution} is not a multiple of {multiple} (VAE × UNet downsampling)")
 
-    y_w, frame = to_working(y, resolution, mode=p.resize_mode, multiple=multiple)
-    y_w = to_unit(to_signed(y_w)).to(device)  # y as the reference holds it: through [-1, 1] and back (±1.5e-8)
-    caption = prompt if prompt is not None else (captioner(y) if captioner is not None else None)
-    text = (caption or "") if p.use_caption else ""
-    embeddings = backbone.encode_prompt(text, p.negative_prompt)
-
     if scheduler is None:
         scheduler = backbone.make_scheduler(dynamic_thresholding_ratio=p.threshold_ratio,
                                             sample_max_value=p.threshold_max, threshold_divide=p.threshold_divide)
@@ -258,42 +286,52 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike, prompt: str | None
     timesteps = scheduler.timesteps
     tail = tail_timesteps(timesteps, p.strength)
     if p.recurrences and len(tail) == 0: raise ConfigError(f"strength {p.strength} leaves no timesteps of {p.steps} for the recurrences")
-
     if perceptual is None and (p.w_vgg or p.fpam_weights[1]): perceptual = default_perceptual(backbone).to(device)
-    init = make_generator(seed)  # Kaiming init in the reference's order (D2, F-PAM, D1): its numbers on CPU
-    d2 = OnlineDiscriminator(p.d2_lr, generator=init, state=d2_state, device=device)
-    trainer = FPAMTrainer(perceptual, weights=p.fpam_weights, lr=p.fpam_lr, weight_decay=p.fpam_weight_decay,
-                          d1_lr=p.d1_lr, t1=p.t1, clip_threshold=p.vgg_clip_threshold, clip_factor=p.vgg_clip_factor,
-                          generator=init, fpam_state=fpam_state, d1_state=d1_state, device=device, width=p.fpam_width)
-    g = make_generator(seed)
-    h, w = y_w.shape[-2] // f, y_w.shape[-1] // f
-    channels = backbone.unet.config.in_channels
-    latents = torch.randn((2, channels, h, w), generator=g) * scheduler.init_noise_sigma
-    state = PosteriorState(latents.to(device), y_w, embeddings, scheduler, trainer, d2, perceptual)
-    cfg = p.guidance
-    timings: dict[str, Any] = {"setup": time.perf_counter() - t_start, "passes": []}
 
-    history, passes, all_latents = [], [], []
+    def start(y: torch.Tensor, prompt: str | None) -> _ImageRun:
+        y_w, frame = to_working(y, resolution, mode=p.resize_mode, multiple=multiple)
+        y_w = to_unit(to_signed(y_w)).to(device)  # y as the reference holds it: through [-1, 1] and back (±1.5e-8)
+        caption = prompt if prompt is not None else (captioner(y) if captioner is not None else None)
+        text = (caption or "") if p.use_caption else ""
+        embeddings = backbone.encode_prompt(text, p.negative_prompt)
+        init = make_generator(seed)  # Kaiming init in the reference's order (D2, F-PAM, D1): its numbers on CPU
+        d2 = OnlineDiscriminator(p.d2_lr, generator=init, state=d2_state, device=device)
+        trainer = FPAMTrainer(perceptual, weights=p.fpam_weights, lr=p.fpam_lr, weight_decay=p.fpam_weight_decay,
+                              d1_lr=p.d1_lr, t1=p.t1, clip_threshold=p.vgg_clip_threshold, clip_factor=p.vgg_clip_factor,
+                              generator=init, fpam_state=fpam_state, d1_state=d1_state, device=device, width=p.fpam_width)
+        g = make_generator(seed)
+        shape = (2, backbone.unet.config.in_channels, y_w.shape[-2] // f, y_w.shape[-1] // f)
+        latents = torch.randn(shape, generator=g) * scheduler.init_noise_sigma
+        state = PosteriorState(latents.to(device), y_w, embeddings, scheduler, trainer, d2, perceptual)
+        return _ImageRun(state, frame, caption, text, g)
+
+    runs = [start(y, pr) for y, pr in zip(ys, prompts)]
+    states, cfg = [r.state for r in runs], p.guidance
+    timings: dict[str, Any] = {"setup": time.perf_counter() - t_start, "passes": []}
     schedule = [timesteps] + [tail] * p.recurrences
     bar = tqdm(total=sum(len(s) for s in schedule), disable=not progress, desc=f"LD-RPS {p.name}", leave=False)
     try:
         for pass_index, steps in enumerate(schedule):
             t_pass = time.perf_counter()
             if pass_index > 0:
-                noise = torch.randn(state.latents.shape, generator=g, dtype=torch.float32).to(device)
-                state.latents = scheduler.add_noise(state.latents, noise, steps[:1])
+                for r in runs:
+                    noise = torch.randn(r.state.latents.shape, generator=r.generator, dtype=torch.float32).to(device)
+                    r.state.latents = scheduler.add_noise(r.state.latents, noise, steps[:1])
             for step_index, t in enumerate(steps):
-                record = posterior_step(backbone, state, t, cfg, pass_index=pass_index, step_index=step_index)
-                history.append(_history_row(record))
-                if callback is not None: callback(record)
+                for r, record in zip(runs, posterior_step(backbone, states, t, cfg, pass_index=pass_index, step_index=step_index)):
+                    r.history.append(_history_row(record))
+                    if callback is not None: callback(record)
                 bar.update(1)
-            all_latents.append(state.latents.detach().cpu().clone())
-            with torch.no_grad():
-                img = backbone.decode(state.latents[:1]).float().clamp(0, 1).cpu()
-            passes.append(from_working(img, frame).clamp(0, 1))
+            for r in runs:
+                r.latents.append(r.state.latents.detach().cpu().clone())
+                with torch.no_grad():
+                    img = backbone.decode(r.state.latents[:1]).float().clamp(0, 1).cpu()
+                r.passes.append(from_working(img, r.frame).clamp(0, 1))
             timings["passes"].append(time.perf_counter() - t_pass)
     finally:
         bar.close()
     timings["total"] = time.perf_counter() - t_start
-    return Restoration(passes[-1], passes, all_latents, caption, text, p, dict(overrides), history, timings, seed,
-                       reference_compat, frame, auto)
+    results = [Restoration(r.passes[-1], r.passes, r.latents, r.caption, r.text, p, dict(overrides), r.history,
+                           dict(timings), seed, reference_compat, r.frame, auto) for r in runs]
+    return results if batch else results[0]
+
