@@ -7,7 +7,8 @@ Rows:
   (b) the SD-2.1-base architecture built from its configs with random weights (no download) at --resolution on the
       GPU, for the full low-light schedule (450 + 2×225 steps; --steps to shorten) — only with --sd;
   (p) the pocket world (chapter 09): one restoration of a 64² test scene per pocket preset (all passes,
-      captioning included) with the shipped models on the CPU — issue #4's target is ≤ 20 s;
+      captioning included) with the shipped models on the CPU — issue #4's target is ≤ 20 s — and --images test
+      scenes of the low-light preset restored in one call (several images in lockstep), seconds per image;
   (c) the floor of (a), (b) and (p): per step, the work the algorithm cannot skip, each kernel timed alone on the same device
       (UNet forward at batch 4, VAE decoder forward on both chains + backward on the posterior chain, one F-PAM
       training step on both chains, F-PAM forward + backward on the posterior chain, the perceptual network, the two
@@ -15,6 +16,7 @@ Rows:
 
     python benchmarks/speed.py                       # (a), (p) + their floors, CPU
     python benchmarks/speed.py --sd --device cuda    # also (b) + its floor on the GPU
+    python benchmarks/speed.py --sd --device cuda --compile --channels-last --images 4   # (b) with the switches
 """
 import argparse
 import platform
@@ -135,6 +137,10 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=512, help="(b)'s working side (default 512)")
     ap.add_argument("--steps", type=int, default=450, help="(b)'s DDIM steps of pass 0 (default 450: the full schedule)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="(b)'s weights")
+    ap.add_argument("--autocast", default="auto", choices=["off", "auto", "bf16", "fp16"], help="(b)'s autocast (default auto: fp16 on a GPU)")
+    ap.add_argument("--compile", action="store_true", help="(b): torch.compile the UNet and VAE decoder (Backbone.optimize)")
+    ap.add_argument("--channels-last", action="store_true", help="(b): channels-last UNet and VAE (Backbone.optimize)")
+    ap.add_argument("--images", type=int, default=2, help="images per call: (p)'s batched row and (b) (default 2)")
     args = ap.parse_args(argv)
     case, rows, floors = Path(args.case), [], {}
     cpu = torch.device("cpu")
@@ -168,18 +174,40 @@ def main(argv=None) -> int:
                 return f"captioning {r.timings['setup']:.2f} s of it"
             rows.append(run_row(f"(p) pocket {name}, {steps} steps, CPU", run, steps, cpu))
             print(rows[-1], flush=True)
-        floors["(p) pocket 64² CPU"] = floor(bb, perc, 64, cpu, POCKET_PRESETS["lowlight"].fpam_width)
+        preset = POCKET_PRESETS["lowlight"]
+        ys = [s.degraded for s in pocket_dataset("lowlight", args.images)]
+        steps = preset.steps + preset.recurrences * int(preset.steps * preset.strength)
+        for name, batched in [("one by one", False), ("in one call", True)]:
+            def run(batched=batched):
+                kw = dict(backbone=bb, preset="lowlight", captioner=cap, perceptual=perc, progress=False)
+                if batched: recurrent_sample(ys, **kw)
+                else: [recurrent_sample(y, **kw) for y in ys]
+                return f"{args.images} images, {name}; s / image"
+            row = run_row(f"(p) pocket lowlight ×{args.images}, {name}, CPU", run, steps * args.images, cpu)
+            rows.append(row | {"image_s": row["image_s"] / args.images})
+            print(rows[-1], flush=True)
+        floors["(p) pocket 64² CPU"] = floor(bb, perc, 64, cpu, preset.fpam_width)
     if args.sd:
         device = torch.device(args.device)
-        bb = sd21_architecture(device, getattr(torch, args.dtype))
+        bb = sd21_architecture(device, getattr(torch, args.dtype)).optimize(channels_last=args.channels_last,
+                                                                            compile=args.compile)
         vgg = vgg_perceptual(None).to(device)
-        y = torch.rand((1, 3, args.resolution, args.resolution), generator=torch.Generator().manual_seed(0))
-        preset = PRESETS["lowlight"].replace(steps=args.steps, resolution=args.resolution, unet_batch="joint")
+        g = torch.Generator().manual_seed(0)
+        ys = [torch.rand((1, 3, args.resolution, args.resolution), generator=g) for _ in range(args.images)]
+        preset = PRESETS["lowlight"].replace(steps=args.steps, resolution=args.resolution, unet_batch="joint",
+                                             x0_from="current_latent", autocast=args.autocast)
         total = args.steps + 2 * (args.steps // 2)
-        def run():
-            recurrent_sample(y, "a photo", backbone=bb, preset=preset, perceptual=vgg, progress=True)
-            return f"{args.dtype}, random weights"
-        rows.append(run_row(f"(b) SD-2.1 arch {args.resolution}² {args.device}", run, total, device))
+        if args.compile:  # compile outside the timed rows: a short call at the same shapes
+            recurrent_sample(ys[0], "a photo", backbone=bb, preset=preset.replace(steps=4, recurrences=0), perceptual=vgg)
+        for images in sorted({1, args.images}):
+            def run(images=images):
+                recurrent_sample(ys[:images] if images > 1 else ys[0], "a photo", backbone=bb, preset=preset,
+                                 perceptual=vgg, progress=True)
+                return (f"{args.dtype} weights, autocast {args.autocast}, compile {args.compile}, channels-last "
+                        f"{args.channels_last}, random weights; {images} image(s) per call, s / image")
+            row = run_row(f"(b) SD-2.1 arch {args.resolution}² {args.device} ×{images}", run, total * images, device)
+            rows.append(row | {"image_s": row["image_s"] / images})
+            print(rows[-1], flush=True)
         floors[f"(b) SD-2.1 arch {args.resolution}² {args.device}"] = floor(bb, vgg, args.resolution, device)
     print()
     print(table(rows, floors))
