@@ -32,7 +32,7 @@ from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, first_li
                            pick_dtype, read_image, save_image, to_pil, write_atomic)
 from .evaluation import (BASELINES, IMAGE_SUFFIXES, INPUT_ROW, Unavailable, evaluate, get_metrics,
                                  markdown_table, open_dataset, psnr, ssim, write_csv)
-from .sampler import PRESETS, resolve_preset, recurrent_sample
+from .sampler import PRESETS, choose_preset, resolve_preset, recurrent_sample
 
 # %% auto #0
 __all__ = ['TINY_LABEL', 'SAMPLE_PRESETS', 'TINY_DEMO_OVERRIDES', 'METHODS', 'COMMANDS', 'real_key', 'collect_inputs', 'Job',
@@ -196,6 +196,7 @@ class Restorer:
     overrides: dict[str, Any] = field(default_factory=dict)  # Preset fields (steps, recurrences, …)
     overwrite: bool = False                         # redo inputs whose PNG and sidecar exist
     notes: dict[str, str] = field(default_factory=dict)      # descriptions recorded in every sidecar
+    batch: int = 1                                  # images per `recurrent_sample` call (same preset; chapter 07)
 
     def sidecar(self, job: Job, y: torch.Tensor, result: Any, timings: dict[str, Any]) -> dict[str, Any]:
         "The JSON record of one restoration."
@@ -210,45 +211,92 @@ class Restorer:
         if bb.name == "tiny": record["label"] = TINY_LABEL
         return record
 
-    def restore(self, job: Job, *, protect: frozenset[str] = frozenset(), progress: bool = True) -> FileResult:
-        "Restore one job (see the steps above); `protect`: `protect_set` of every input. Package errors become a `failed` result."
-        t0 = time.perf_counter()
+    def _settled(self, job: Job, protect: frozenset[str]) -> FileResult | None:
+        "The result of a job that needs no restoration: its output would overwrite an input, or it is done already."
         clash = next((t for t in (job.output, job.sidecar) if real_key(t) in protect or real_key(t) == real_key(job.input)), None)
         if clash is not None:
             return FileResult(job.input, "failed", None, f"{job.input}: output {clash} would overwrite an input; "
                               "choose another output folder")
         if not self.overwrite and job.output.is_file() and job.sidecar.is_file():
             return FileResult(job.input, "skipped", job.output, "output and sidecar exist (--overwrite to redo)")
+        return None
+
+    def _sample(self, ys: torch.Tensor | list[torch.Tensor], preset: str, progress: bool) -> Any:
+        return recurrent_sample(ys, self.prompt, backbone=self.backbone, preset=preset, captioner=self.captioner,
+                                seed=self.seed, reference_compat=self.reference_compat, progress=progress,
+                                perceptual=self.perceptual, **self.overrides)
+
+    def _write(self, job: Job, y: torch.Tensor, r: Any, timings: dict[str, Any], t0: float) -> FileResult:
+        "Write the PNG and then the sidecar; a PNG whose sidecar could not be written is removed."
+        written = False
+        try:
+            save_image(r.image, job.output, protect=[job.input])
+            written = True
+            write_json(job.sidecar, self.sidecar(job, y, r, timings))
+        except BaseException as e:  # a PNG without its sidecar is not a result: remove it, whatever stopped us
+            if written: job.output.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise ImageError(f"{job.input}: cannot write to {job.output.parent} ({e.strerror or e})") from None
+            raise
+        return FileResult(job.input, "restored", job.output, f"{r.preset.name}, seed {r.seed}", time.perf_counter() - t0)
+
+    def restore(self, job: Job, *, protect: frozenset[str] = frozenset(), progress: bool = True) -> FileResult:
+        "Restore one job (see the steps above); `protect`: `protect_set` of every input. Package errors become a `failed` result."
+        t0 = time.perf_counter()
+        if (settled := self._settled(job, protect)) is not None: return settled
         try:
             y = read_image(job.input)
             t_read = time.perf_counter()
-            r = recurrent_sample(y, self.prompt, backbone=self.backbone, preset=self.preset, captioner=self.captioner,
-                                 seed=self.seed, reference_compat=self.reference_compat, progress=progress,
-                                 perceptual=self.perceptual, **self.overrides)
-            t_sample = time.perf_counter()
-            timings = {"read": t_read - t0, "restore": r.timings, "total": t_sample - t0}
-            written = False
-            try:
-                save_image(r.image, job.output, protect=[job.input])
-                written = True
-                write_json(job.sidecar, self.sidecar(job, y, r, timings))
-            except BaseException as e:  # a PNG without its sidecar is not a result: remove it, whatever stopped us
-                if written: job.output.unlink(missing_ok=True)
-                if isinstance(e, OSError):
-                    raise ImageError(f"{job.input}: cannot write to {job.output.parent} ({e.strerror or e})") from None
-                raise
+            r = self._sample(y, self.preset, progress)
+            timings = {"read": t_read - t0, "restore": r.timings, "total": time.perf_counter() - t0}
+            return self._write(job, y, r, timings, t0)
         except LdrpsError as e:
             return FileResult(job.input, "failed", None, one_line(e, job.input), time.perf_counter() - t0)
-        return FileResult(job.input, "restored", job.output, f"{r.preset.name}, seed {r.seed}", time.perf_counter() - t0)
+
+    def restore_batch(self, jobs: Sequence[Job], *, protect: frozenset[str] = frozenset(),
+                      progress: bool = True) -> list[FileResult]:
+        """Restore `jobs` with one `recurrent_sample` call per preset among them (`preset="auto"` chooses per image).
+        If a call fails, its images are restored one by one, so a failure stays with the image that caused it."""
+        t0 = time.perf_counter()
+        results: list[FileResult | None] = [self._settled(job, protect) for job in jobs]
+        groups: dict[str, list[tuple[int, torch.Tensor, dict | None]]] = {}
+        for i, job in enumerate(jobs):
+            if results[i] is not None: continue
+            try: y = read_image(job.input)
+            except LdrpsError as e:
+                results[i] = FileResult(job.input, "failed", None, one_line(e, job.input), time.perf_counter() - t0)
+                continue
+            auto = choose_preset(y) if self.preset == "auto" else None
+            groups.setdefault(auto["preset"] if auto else self.preset, []).append((i, y, auto))
+        t_read = time.perf_counter()
+        for preset, members in groups.items():
+            t_call = time.perf_counter()
+            try: restored = self._sample([y for _, y, _ in members], preset, progress)
+            except LdrpsError:
+                for i, _, _ in members: results[i] = self.restore(jobs[i], protect=protect, progress=progress)
+                continue
+            timings_shared = {"read": t_read - t0, "batch": len(members), "seconds_per_image": (time.perf_counter() - t_call) / len(members)}
+            for (i, y, auto), r in zip(members, restored):
+                r.auto = auto
+                try: results[i] = self._write(jobs[i], y, r, {**timings_shared, "restore": r.timings}, t_call)
+                except LdrpsError as e: results[i] = FileResult(jobs[i].input, "failed", None, one_line(e, jobs[i].input))
+        return results
 
     def run(self, jobs: Sequence[Job], *, protect: Iterable[str | os.PathLike] = (), progress: bool = True,
             on_result: Callable[[FileResult], Any] | None = None, desc: str = "files") -> list[FileResult]:
-        "Restore `jobs` in order, never writing over a path in `protect` (e.g. all inputs); a bar over files; `on_result` sees each result."
+        """Restore `jobs` in order, `batch` at a time, never writing over a path in `protect` (e.g. all inputs);
+        a bar over files; `on_result` sees each result."""
+        if self.batch < 1: raise ConfigError(f"batch must be >= 1, got {self.batch}")
         protect, results = protect_set(protect), []
-        with tqdm(jobs, desc=desc, unit="file", disable=not progress) as bar:
-            for job in bar:
-                results.append(self.restore(job, protect=protect, progress=progress))
-                if on_result is not None: on_result(results[-1])
+        with tqdm(total=len(jobs), desc=desc, unit="file", disable=not progress) as bar:
+            for k in range(0, len(jobs), self.batch):
+                chunk = jobs[k:k + self.batch]
+                done = ([self.restore(chunk[0], protect=protect, progress=progress)] if len(chunk) == 1
+                        else self.restore_batch(chunk, protect=protect, progress=progress))
+                for r in done:
+                    results.append(r)
+                    if on_result is not None: on_result(r)
+                bar.update(len(chunk))
         return results
 
 # %% ../nbs/12_cli.ipynb #6c0f52d4
@@ -515,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (their images, natural order)")
     r.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if needed)")
     r.add_argument("--overwrite", action="store_true", help="redo inputs whose output PNG and sidecar already exist")
+    r.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="images per sampler call (default 1): N images of the same preset share each UNet call")
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     _add_model_options(r)
     c = sub.add_parser("caption", help="print path<TAB>caption per image")
@@ -590,6 +640,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     state = process_state(None if args.device is None else torch.device(args.device).type == "cpu")
     n, i = state.num_processes, state.process_index
     tag = f"[{i + 1}/{n}] " if n > 1 else ""
+    if args.batch < 1: raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     files, problems = collect_inputs(args.inputs)
     failures = [FileResult(p, "failed", None, f"{p}: {why}") for p, why in problems] if i == 0 else []
     for f in failures: _emit(format_result(f, tag), error=True)
@@ -599,6 +650,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     mine, results = shard(plan_jobs(files, out), state), failures
     if mine:  # a process with nothing to do loads nothing
         restorer = build_restorer(args, device=state.device if n > 1 else None, overwrite=args.overwrite)
+        restorer.batch = args.batch
         results += restorer.run(mine, protect=files, progress=args.progress and i == 0, desc=f"{tag}files".strip(),
                                 on_result=lambda r: _emit(format_result(r, tag), error=r.status == "failed"))
     _emit(summary_line(results, tag))

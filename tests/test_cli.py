@@ -286,3 +286,22 @@ def test_demo_per_task(tmp_path, capsys):
     assert rows == [f"{task}_{seed}" for task in ("lowlight", "haze", "noise") for seed in (2000000, 2000001)]
     assert main(["demo", "-o", str(out / "bad"), "--per-task", "-1", *quick]) == 1
     assert "per_task must be >= 1" in capsys.readouterr().err
+
+
+def test_restore_in_batches(corpus, tmp_path, capsys):
+    "--batch 4: good images of a preset share a call, bad ones fail alone, sidecars record the batch, resuming skips."
+    folder, good, bad = corpus
+    inputs = [str(folder / name) for name in (*good, "truncated.png")]
+    assert main(["restore", *inputs, "-o", str(tmp_path / "b4"), "--batch", "4", "--preset", "auto", *FAST]) == 1
+    text = capsys.readouterr()
+    assert "truncated.png" in text.err and f"{len(good) + 1} input(s): {len(good)} restored, 0 skipped, 1 failed" in text.out
+    sidecars = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "b4").glob("*.json")}
+    assert len(sidecars) == len(good)
+    assert all(s["auto"]["preset"] == s["preset"] for s in sidecars.values())   # auto still chose per image
+    assert max(s["timings"]["batch"] for s in sidecars.values()) > 1
+    for stem, size in ((Path(n).stem, s) for n, s in good.items()):
+        assert Image.open(tmp_path / "b4" / f"{stem}.png").size == size
+    assert main(["restore", *inputs, "-o", str(tmp_path / "b4"), "--batch", "4", "--preset", "auto", *FAST]) == 1
+    assert f"{len(good)} skipped" in capsys.readouterr().out                  # resumable in batches too
+    assert main(["restore", *inputs, "-o", str(tmp_path / "x"), "--batch", "0", *FAST]) == 1
+    assert "--batch must be >= 1" in capsys.readouterr().err
