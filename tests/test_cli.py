@@ -305,3 +305,20 @@ def test_restore_in_batches(corpus, tmp_path, capsys):
     assert f"{len(good)} skipped" in capsys.readouterr().out                  # resumable in batches too
     assert main(["restore", *inputs, "-o", str(tmp_path / "x"), "--batch", "0", *FAST]) == 1
     assert "--batch must be >= 1" in capsys.readouterr().err
+
+
+def test_failed_batch_call_is_retried_per_image(corpus, tmp_path, monkeypatch, capsys):
+    "If the sampler call of a batch fails, its images are restored one by one, so one bad image does not fail the rest."
+    from ldrps_nb.core import NumericalError
+    folder, good, _ = corpus
+    real_sample = cli.Restorer._sample
+    def flaky(self, ys, preset, progress):
+        if isinstance(ys, list): raise NumericalError("a batch went wrong")
+        if ys.shape[-1] == 1: raise NumericalError("this image is the bad one")
+        return real_sample(self, ys, preset, progress)
+    monkeypatch.setattr(cli.Restorer, "_sample", flaky)
+    inputs = [str(folder / name) for name in ("rgba.png", "one.png", "photo.jpg")]
+    assert main(["restore", *inputs, "-o", str(tmp_path / "out"), "--batch", "3", "--preset", "lowlight", *FAST]) == 1
+    text = capsys.readouterr()
+    assert "3 input(s): 2 restored, 0 skipped, 1 failed (one.png)" in text.out and "this image is the bad one" in text.err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["photo.png", "rgba.png"]
