@@ -79,3 +79,13 @@ def test_fast_path_within_tolerance(shared_dir: Path):
     assert rep.restoration.preset.unet_batch == "joint"
     report = compare(case, rep)
     assert report["ok"], "\n" + report_markdown(report)
+
+
+def test_fast_path_fp16_autocast_keeps_the_posterior_chain(shared_dir: Path):
+    """The GPU fast path's precision (fp16 autocast of UNet and VAE, here under CPU autocast: the same rounding) keeps
+    the posterior chain within the fixture's tolerance; the free chain's float32 rounding bound is not met by any half
+    precision (chapter 06, "Mixed precision")."""
+    case = shared_dir / "fidelity" / "cases" / "lowlight_short"
+    report = compare(case, replay(case, return_records=True, unet_batch="joint", autocast="fp16"))
+    chain0 = [c for c in report["checks"] if c["check"] == "chain 0 relative L2"]
+    assert len(chain0) == 3 and all(c["ok"] for c in chain0), "\n" + report_markdown(report)
