@@ -445,7 +445,7 @@ def run_demo(outdir: str | os.PathLike = "demo_outputs", data: str | os.PathLike
     from ldrps_nb.pocket import random_scene
     out, protect = Path(outdir), [p for s in samples for p in (s.degraded, s.clean)]
     rows, files, triples = [], [], []
-    groups = [[s for s in samples if s.task == task] for task in dict.fromkeys(s.task for s in samples)]
+    groups = [list(g) for _, g in itertools.groupby(samples, key=lambda s: s.task)]  # one sampler call per task
     bar = tqdm(total=len(samples), desc="demo", unit="image", disable=not progress)
     for group in groups:
         ys, xs = [read_image(s.degraded) for s in group], [read_image(s.clean) for s in group]
