@@ -19,10 +19,11 @@ from .core import ConfigError
 __all__ = ['COLOURS', 'SHAPES', 'SIZES', 'POSITIONS', 'POSITION_PHRASES', 'BACKGROUNDS', 'SPLITS', 'POCKET_SCHEDULER_CONFIG',
            'N_CELLS', 'POCKET_DIR', 'SAMPLE_TASKS', 'BENCH_TASKS', 'Shape', 'Scene', 'random_scene', 'render',
            'scene_seeds', 'scene_batch', 'pocket_words', 'word_clip_tokenizer', 'pocket_vae', 'pocket_unet',
-           'pocket_text_encoder', 'TrainConfig', 'render_split', 'train_vae', 'latent_std', 'train_denoiser',
-           'pocket_features', 'PocketCaptionNet', 'scene_targets', 'decode_scene', 'random_degradation',
-           'train_captioner', 'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner', 'pocket_captioner',
-           'pocket_perceptual', 'save_pocket', 'degrade_sample', 'write_samples', 'pocket_dataset', 'pocket_benchmark']
+           'pocket_text_encoder', 'TrainConfig', 'render_split', 'reconstruction_loss', 'train_vae', 'latent_std',
+           'train_denoiser', 'finetune_decoder', 'pocket_features', 'PocketCaptionNet', 'scene_targets', 'decode_scene',
+           'random_degradation', 'train_captioner', 'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner',
+           'pocket_captioner', 'pocket_perceptual', 'save_pocket', 'degrade_sample', 'write_samples', 'pocket_dataset',
+           'pocket_benchmark']
 
 # %% ../nbs/09_pocket.ipynb #4a25ab1f
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -232,6 +233,10 @@ def render_split(split: str, n: int, start: int = 0) -> tuple[torch.Tensor, list
     imgs, caps = scene_batch(scene_seeds(split, n, start))
     return (imgs * 255).round().to(torch.uint8), caps
 
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    "The autoencoder's reconstruction loss, L1 + MSE (images in [-1, 1])."
+    return (rec - x).abs().mean() + (rec - x).pow(2).mean()
+
 def train_vae(cfg: TrainConfig, data: torch.Tensor | None = None, device: str = "cpu",
               progress: bool = True) -> tuple[AutoencoderKL, list[float]]:
     "Train the pocket autoencoder; returns it (with its measured `scaling_factor`) and the loss per step."
@@ -245,7 +250,7 @@ def train_vae(cfg: TrainConfig, data: torch.Tensor | None = None, device: str = 
         x = data[torch.randint(len(data), (cfg.batch_size,), generator=g)].to(device).float() / 127.5 - 1
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + cfg.kl_weight * post.kl().mean()
+        loss = reconstruction_loss(rec, x) + cfg.kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         history.append(loss.item())
     vae.eval()
@@ -290,6 +295,36 @@ def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, cfg: TrainConfi
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         history.append(loss.item())
     return unet.eval(), text.eval(), history
+
+# %% ../nbs/09_pocket.ipynb #ce98d00e
+def finetune_decoder(vae: AutoencoderKL, cfg: TrainConfig, data: torch.Tensor | None = None, device: str = "cpu",
+                     progress: bool = True) -> tuple[AutoencoderKL, list[float]]:
+    r"""Fine-tune `vae`'s decoder (in place) on train-split scenes with its encoder frozen; returns it and the losses.
+
+    Each step decodes $z = \mu + \sigma\,\varepsilon$ from the frozen encoder's posterior $\mathcal N(\mu, \sigma^2)$ and
+    minimises `reconstruction_loss`, so the latent space, its scale and every model trained on it are unchanged."""
+    torch.manual_seed(cfg.seed)
+    data = render_split("train", cfg.n_scenes)[0] if data is None else data
+    vae = vae.to(device).eval()
+    with torch.no_grad():
+        posts = [vae.encode(data[i:i + 256].to(device).float() / 127.5 - 1).latent_dist for i in range(0, len(data), 256)]
+        mu, sigma = torch.cat([p.mean for p in posts]), torch.cat([p.std for p in posts])
+    params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    frozen = [p for p in params if not p.requires_grad]  # a loaded backbone comes frozen: hand it back frozen
+    for p in frozen: p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    g, history = torch.Generator().manual_seed(cfg.seed), []
+    vae.decoder.train()
+    for _ in tqdm(range(cfg.steps), desc="decoder", disable=not progress):
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        x = data[idx].to(device).float() / 127.5 - 1
+        z = mu[idx] + sigma[idx] * torch.randn(mu[idx].shape, generator=g).to(device)
+        loss = reconstruction_loss(vae.decode(z).sample, x)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        history.append(loss.item())
+    for p in frozen: p.requires_grad_(False)
+    return vae.eval(), history
 
 # %% ../nbs/09_pocket.ipynb #405bbdd6
 import torch.nn as nn

@@ -5,7 +5,7 @@ import torch
 
 from ldrps_nb.evaluation import psnr
 from ldrps_nb.pocket import (attribute_accuracy, pocket_backbone, pocket_captioner, pocket_dataset, pocket_perceptual,
-                             random_degradation, random_scene, render, scene_seeds, _load_caption_net)
+                             random_degradation, random_scene, render, scene_batch, scene_seeds, _load_caption_net)
 from ldrps_nb.sampler import POCKET_PRESETS, presets_for, recurrent_sample
 
 
@@ -22,6 +22,16 @@ def restore(image: torch.Tensor, preset: str) -> torch.Tensor:
 def test_pocket_presets_are_picked_for_the_pocket_backbone():
     assert presets_for(models()[0]) is POCKET_PRESETS
     assert {p.resolution for p in POCKET_PRESETS.values()} == {64}
+
+
+def test_autoencoder_reconstructs_test_scenes():
+    """The shipped autoencoder (decoder fine-tuned, chapter 09) reconstructs test scenes at 27.1 dB on average over
+    200; its first decoder gave 24.5 dB. Checked on 50, and its weights come frozen."""
+    bb = models()[0]
+    x, _ = scene_batch(scene_seeds("test", 50, start=200))
+    with torch.no_grad(): rec = bb.decode(bb.encode(x)).clamp(0, 1)
+    assert psnr(rec, x).mean().item() > 26.0
+    assert not any(p.requires_grad for p in bb.vae.parameters())
 
 
 def test_lowlight_gains_psnr():
