@@ -1,5 +1,6 @@
 """Pocket-world quality benchmark (issue #4): PSNR / SSIM of the degraded input, the classical zero-shot baselines and
-LD-RPS (with and without caption, after 0..N recurrences) on test-split scenes of each task.
+LD-RPS (with and without caption, after 0..N recurrences) on test-split scenes of each task (grey: no classical
+method colourises, so the input is the only reference row).
 
 Prints a Markdown table per task and a summary, and writes one CSV per task (plus the summary) to --out.
 
@@ -25,13 +26,14 @@ def summary(tables: dict) -> str:
     for task, rows in tables.items():
         by = {r.method: r.scores["psnr"] for r in rows if r.scores.get("psnr") is not None}
         base = max((r for r in rows if r.method != "input" and not r.method.startswith("LD-RPS") and r.n_scored),
-                   key=lambda r: r.scores["psnr"])
+                   key=lambda r: r.scores["psnr"], default=None)  # None: the task has no classical baseline (grey)
         nocap = next(r for r in rows if "no caption" in r.method)
         n = nocap.method.rsplit("=", 1)[1]
         ours = by[f"LD-RPS, caption, N={n}"]
-        lines.append(f"| {task} | {by['input']:.2f} | {base.method} {base.scores['psnr']:.2f} | {ours:.2f} (N={n}) | "
-                     f"{ours - by['input']:+.2f} dB | {ours - base.scores['psnr']:+.2f} dB | "
-                     f"{ours - nocap.scores['psnr']:+.2f} dB |")
+        best, over = ((f"{base.method} {base.scores['psnr']:.2f}", f"{ours - base.scores['psnr']:+.2f} dB") if base
+                      else ("none", "n/a"))
+        lines.append(f"| {task} | {by['input']:.2f} | {best} | {ours:.2f} (N={n}) | {ours - by['input']:+.2f} dB | "
+                     f"{over} | {ours - nocap.scores['psnr']:+.2f} dB |")
     return "\n".join(lines)
 
 

@@ -19,11 +19,11 @@ from .core import ConfigError
 __all__ = ['COLOURS', 'SHAPES', 'SIZES', 'POSITIONS', 'POSITION_PHRASES', 'BACKGROUNDS', 'SPLITS', 'POCKET_SCHEDULER_CONFIG',
            'N_CELLS', 'POCKET_DIR', 'SAMPLE_TASKS', 'BENCH_TASKS', 'Shape', 'Scene', 'random_scene', 'render',
            'scene_seeds', 'scene_batch', 'pocket_words', 'word_clip_tokenizer', 'pocket_vae', 'pocket_unet',
-           'pocket_text_encoder', 'TrainConfig', 'render_split', 'reconstruction_loss', 'train_vae', 'latent_std',
-           'train_denoiser', 'finetune_decoder', 'pocket_features', 'PocketCaptionNet', 'scene_targets', 'decode_scene',
-           'random_degradation', 'train_captioner', 'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner',
-           'pocket_captioner', 'pocket_perceptual', 'save_pocket', 'degrade_sample', 'write_samples', 'pocket_dataset',
-           'pocket_benchmark']
+           'pocket_text_encoder', 'TrainConfig', 'render_split', 'reconstruction_loss', 'train_vae',
+           'encoder_posterior', 'latent_std', 'train_denoiser', 'finetune_decoder', 'pocket_features',
+           'PocketCaptionNet', 'scene_targets', 'decode_scene', 'random_degradation', 'train_captioner',
+           'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner', 'pocket_captioner', 'pocket_perceptual',
+           'save_pocket', 'degrade_sample', 'write_samples', 'pocket_dataset', 'pocket_benchmark']
 
 # %% ../nbs/09_pocket.ipynb #4a25ab1f
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -258,12 +258,15 @@ def train_vae(cfg: TrainConfig, data: torch.Tensor | None = None, device: str = 
     return vae, history
 
 @torch.no_grad()
-def latent_std(vae: AutoencoderKL, data: torch.Tensor, batch: int = 256) -> float:
-    "Standard deviation of the (unscaled) latent means of `data` (uint8 images)."
+def encoder_posterior(vae: AutoencoderKL, data: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    "Mean and standard deviation of `vae`'s (unscaled) latent posterior of `data` (uint8 images), `batch` at a time."
     dev = next(vae.parameters()).device
-    z = torch.cat([vae.encode(data[i:i + batch].to(dev).float() / 127.5 - 1).latent_dist.mean
-                   for i in range(0, len(data), batch)])
-    return z.std().item()
+    posts = [vae.encode(data[i:i + batch].to(dev).float() / 127.5 - 1).latent_dist for i in range(0, len(data), batch)]
+    return torch.cat([p.mean for p in posts]), torch.cat([p.std for p in posts])
+
+def latent_std(vae: AutoencoderKL, data: torch.Tensor) -> float:
+    "Standard deviation of the (unscaled) latent means of `data` (uint8 images)."
+    return encoder_posterior(vae, data)[0].std().item()
 
 # %% ../nbs/09_pocket.ipynb #181e7e55
 def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, cfg: TrainConfig,
@@ -272,10 +275,7 @@ def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, cfg: TrainConfi
     "Train the pocket UNet and text encoder jointly (ε-prediction, caption dropout); returns both and the losses."
     torch.manual_seed(cfg.seed)
     imgs, caps = render_split("train", cfg.n_scenes) if data is None else data
-    scale = vae.config.scaling_factor
-    with torch.no_grad():
-        z = torch.cat([vae.encode(imgs[i:i + 256].to(device).float() / 127.5 - 1).latent_dist.mean * scale
-                       for i in range(0, len(imgs), 256)])
+    z = encoder_posterior(vae, imgs)[0] * vae.config.scaling_factor
     ids = tokenizer(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
     unet, text = pocket_unet().to(device).train(), pocket_text_encoder(tokenizer).to(device).train()
@@ -306,9 +306,7 @@ def finetune_decoder(vae: AutoencoderKL, cfg: TrainConfig, data: torch.Tensor | 
     torch.manual_seed(cfg.seed)
     data = render_split("train", cfg.n_scenes)[0] if data is None else data
     vae = vae.to(device).eval()
-    with torch.no_grad():
-        posts = [vae.encode(data[i:i + 256].to(device).float() / 127.5 - 1).latent_dist for i in range(0, len(data), 256)]
-        mu, sigma = torch.cat([p.mean for p in posts]), torch.cat([p.std for p in posts])
+    mu, sigma = encoder_posterior(vae, data)
     params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     frozen = [p for p in params if not p.requires_grad]  # a loaded backbone comes frozen: hand it back frozen
     for p in frozen: p.requires_grad_(True)
@@ -499,6 +497,7 @@ SAMPLE_TASKS: dict[str, tuple[str, dict]] = {  # task -> (degradation, parameter
     "lowlight": ("low_light", dict(gain=0.2, gamma=1.3)),
     "haze": ("haze", dict(beta=1.6, airlight=0.9)),
     "noise": ("gaussian_noise", dict(sigma=30.0)),
+    "grey": ("grey", {}),
 }
 
 def degrade_sample(x: torch.Tensor, task: str, seed: int) -> torch.Tensor:
@@ -519,8 +518,9 @@ def write_samples(directory: str | Path, n: int = 2, start: int = 0) -> list[Pat
 # %% ../nbs/09_pocket.ipynb #42b39e3f
 from .evaluation import EvalRow, Sample, baseline_methods, evaluate
 
-BENCH_TASKS: dict[str, tuple[str, str]] = {  # task -> (LD-RPS preset, chapter 11 baseline task)
-    "lowlight": ("lowlight", "lowlight"), "haze": ("dehaze", "dehaze"), "noise": ("denoise", "denoise")}
+BENCH_TASKS: dict[str, tuple[str, str | None]] = {  # task -> (LD-RPS preset, chapter 11 baseline task or None)
+    "lowlight": ("lowlight", "lowlight"), "haze": ("dehaze", "dehaze"), "noise": ("denoise", "denoise"),
+    "grey": ("colorise", None)}  # no classical zero-shot method colourises a grey image
 
 def _eight_bit(x: torch.Tensor) -> torch.Tensor: return (x.clamp(0, 1) * 255).round() / 255
 
@@ -557,7 +557,8 @@ def pocket_benchmark(task: str, n: int = 50, *, split: str = "test", start: int 
     last = f"LD-RPS, caption, N={recurrences}"
     methods = {last: captioned} | {f"LD-RPS, caption, N={k}": (lambda y, k=k: runs[-1].passes[k]) for k in range(recurrences)}
     methods[f"LD-RPS, no caption, N={preset.recurrences}"] = lambda y: run(y, preset.replace(use_caption=False)).image
-    rows = evaluate(baseline_methods(baseline_task) | methods, pocket_dataset(task, n, split=split, start=start),
+    baselines = baseline_methods(baseline_task) if baseline_task else {}
+    rows = evaluate(baselines | methods, pocket_dataset(task, n, split=split, start=start),
                     list(metrics), progress=progress)
     def pass_seconds(k: int) -> float:  # setup (captioning included) plus passes 0..k, averaged over the images
         return sum(r.timings["setup"] + sum(r.timings["passes"][:k + 1]) for r in runs) / len(runs)

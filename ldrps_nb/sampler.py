@@ -22,14 +22,15 @@ from tqdm.auto import tqdm
 
 from .core import (ConfigError, ImageError, ModelLoadError, WorkingFrame, check_image, first_line, from_working,
                            make_generator, read_image, to_signed, to_unit, to_working)
+from .degradations import luma
 from .fpam import FPAMTrainer, OnlineDiscriminator, Perceptual, StateDict
 from .losses import vgg_perceptual
 from .posterior import GuidanceConfig, PosteriorState, StepRecord, posterior_step
 
 # %% auto #0
-__all__ = ['PRESETS', 'POCKET_PRESETS', 'COMPAT_FIELDS', 'OUR_DEFAULTS', 'AUTO_THRESHOLDS', 'Preset', 'presets_for',
-           'default_perceptual', 'resolve_preset', 'tail_timesteps', 'image_statistics', 'choose_preset', 'Restoration',
-           'recurrent_sample']
+__all__ = ['PRESETS', 'POCKET_PRESETS', 'COMPAT_FIELDS', 'OUR_DEFAULTS', 'AUTO_THRESHOLDS', 'AUTO_STATISTICS', 'Preset',
+           'presets_for', 'default_perceptual', 'resolve_preset', 'tail_timesteps', 'image_statistics', 'choose_preset',
+           'with_luma', 'Restoration', 'recurrent_sample']
 
 # %% ../nbs/07_sampler.ipynb #916ad173
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Preset:
     autocast: Literal["off", "auto", "bf16", "fp16"] = "off"  # UNet/VAE precision ("auto": fp16 on a GPU, fp32 on a CPU; reference: off)
     resolution: int | None = None             # working side in pixels (None: the backbone's, 512 for SD 2.1)
     resize_mode: Literal["stretch", "fit"] = "stretch"  # how the input reaches the working size (reference: stretch)
+    luma_from_input: bool = False             # colourisation: every pass's output takes the input's Rec. 601 luma (ours)
 
     def __post_init__(self):
         checks = [(self.steps >= 1, "steps must be >= 1"), (self.recurrences >= 0, "recurrences must be >= 0"),
@@ -105,18 +107,21 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({
     "denoise": Preset(name="denoise", seed=20, recurrences=1, guidance_scale=40000.0, fpam_weights=(3.0, 0.002, 0.001),
                       d1_lr=1e-4, d2_lr=1e-3, w_vgg=0.0, w_adv=0.0, w_exp=0.0, w_col=0.0, t_quality=None,
                       exposure_patch=64, use_caption=False),
+    "colorise": Preset(name="colorise", w_exp=0.0, w_col=0.0, t_quality=None, luma_from_input=True),
 })
 
 # %% ../nbs/07_sampler.ipynb #3fa496c2
 _POCKET_BASE = dict(steps=50, resolution=64, fpam_width=16, exposure_patch=8, use_caption=True)
 POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
     "lowlight": Preset(name="lowlight", **_POCKET_BASE, recurrences=1, guidance_scale=50.0),
-    "dehaze": Preset(name="dehaze", **_POCKET_BASE, seed=10, recurrences=2, guidance_scale=25.0,
+    "dehaze": Preset(name="dehaze", **_POCKET_BASE, seed=10, recurrences=1, guidance_scale=25.0,
                      fpam_weights=(0.2, 0.5, 0.2), d1_lr=1e-4, d2_lr=2e-5, w_vgg=5e-3, w_adv=0.0, w_col=1e-3,
                      t_quality=150),
     "denoise": Preset(name="denoise", **_POCKET_BASE, recurrences=1, guidance_scale=600.0,
                       fpam_weights=(3.0, 0.002, 0.001), d1_lr=1e-4, d2_lr=1e-3, w_vgg=0.0, w_adv=0.0, w_exp=0.0,
                       w_col=0.0, t_quality=None),
+    "colorise": Preset(name="colorise", **_POCKET_BASE, recurrences=1, guidance_scale=100.0, cfg_scale=2.0, w_exp=0.0,
+                       w_col=0.0, t_quality=None, luma_from_input=True),
 })
 
 def presets_for(backbone: Any) -> Mapping[str, Preset]:
@@ -158,33 +163,42 @@ def tail_timesteps(timesteps: torch.Tensor, strength: float) -> torch.Tensor:
     return timesteps[max(n - keep, 0):]
 
 # %% ../nbs/07_sampler.ipynb #3788a3bb
-AUTO_THRESHOLDS: Mapping[str, float] = MappingProxyType({"lowlight": 0.25, "dehaze": 0.3, "denoise": 0.04})
+AUTO_THRESHOLDS: Mapping[str, float] = MappingProxyType({"lowlight": 0.25, "dehaze": 0.3, "denoise": 0.04, "colorise": 0.02})
+AUTO_STATISTICS: Mapping[str, str] = MappingProxyType({"lowlight": "luminance", "dehaze": "dark_channel",
+                                                       "denoise": "noise_sigma", "colorise": "saturation"})
+_BELOW = ("lowlight", "colorise")  # presets chosen when their statistic is low
 
 def image_statistics(image: torch.Tensor) -> dict[str, float]:
-    "Mean luma, mean dark channel and Immerkær noise σ of a (1,3,H,W) image in [0,1] (see the chapter)."
+    "Mean luma, mean dark channel, Immerkær noise σ and pooled saturation of a (1,3,H,W) image in [0,1] (see the chapter)."
     x = image.detach().float().cpu()
-    luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    y = luma(x)
     k = max(3, min(15, (min(x.shape[-2:]) // 32) | 1))
     dark = -F.max_pool2d(-x.min(1, keepdim=True).values, k, stride=1, padding=k // 2)
     mask = torch.tensor([[1., -2., 1.], [-2., 4., -2.], [1., -2., 1.]]).view(1, 1, 3, 3)
     h, w = x.shape[-2:]
     if h < 3 or w < 3: sigma = 0.0  # too small for the 3×3 mask: no noise estimate
-    else: sigma = math.sqrt(math.pi / 2) * F.conv2d(luma, mask).abs().sum().item() / (6 * (w - 2) * (h - 2))
-    return {"luminance": luma.mean().item(), "dark_channel": dark.mean().item(), "noise_sigma": sigma}
+    else: sigma = math.sqrt(math.pi / 2) * F.conv2d(y, mask).abs().sum().item() / (6 * (w - 2) * (h - 2))
+    brightest, darkest = x.max(1).values, x.min(1).values
+    saturation = ((brightest - darkest).mean() / brightest.mean().clamp_min(1e-6)).item()
+    return {"luminance": y.mean().item(), "dark_channel": dark.mean().item(), "noise_sigma": sigma,
+            "saturation": saturation}
 
 def choose_preset(image: torch.Tensor) -> dict[str, Any]:
     "Pick a preset name for `image` from `image_statistics`; returns {'preset', 'reason', 'statistics', 'scores'}."
     s = image_statistics(image)
-    scores = {"lowlight": AUTO_THRESHOLDS["lowlight"] / max(s["luminance"], 1e-6),
-              "dehaze": s["dark_channel"] / AUTO_THRESHOLDS["dehaze"],
-              "denoise": s["noise_sigma"] / AUTO_THRESHOLDS["denoise"]}
+    scores = {name: AUTO_THRESHOLDS[name] / max(s[stat], 1e-6) if name in _BELOW else s[stat] / AUTO_THRESHOLDS[name]
+              for name, stat in AUTO_STATISTICS.items()}
     name = max(scores, key=scores.get)
-    stat = {"lowlight": "luminance", "dehaze": "dark_channel", "denoise": "noise_sigma"}[name]
-    rel = "below" if name == "lowlight" else "above"
+    stat, rel = AUTO_STATISTICS[name], "below" if name in _BELOW else "above"
     past = scores[name] >= 1
     reason = (f"{stat} = {s[stat]:.3f} is {'' if past else 'not '}{rel} its threshold {AUTO_THRESHOLDS[name]} "
               f"(score {scores[name]:.2f}, the largest{'' if past else '; no statistic passed its threshold'})")
     return {"preset": name, "reason": reason, "statistics": s, "scores": scores}
+
+# %% ../nbs/07_sampler.ipynb #79e1dda5
+def with_luma(image: torch.Tensor, grey_image: torch.Tensor) -> torch.Tensor:
+    "`image` (N,3,H,W) in [0,1] with the Rec. 601 luma of `grey_image` (same size) and its own chroma (YCbCr's Cb, Cr)."
+    return (image + luma(grey_image) - luma(image)).clamp(0, 1)
 
 # %% ../nbs/07_sampler.ipynb #02ca9297
 @dataclass
@@ -230,6 +244,7 @@ class _ImageRun:
     caption: str | None
     text: str
     generator: torch.Generator
+    image: torch.Tensor                # the input, as given (CPU)
     history: list = dataclasses.field(default_factory=list)
     passes: list = dataclasses.field(default_factory=list)
     latents: list = dataclasses.field(default_factory=list)
@@ -303,7 +318,7 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
         shape = (2, backbone.unet.config.in_channels, y_w.shape[-2] // f, y_w.shape[-1] // f)
         latents = torch.randn(shape, generator=g) * scheduler.init_noise_sigma
         state = PosteriorState(latents.to(device), y_w, embeddings, scheduler, trainer, d2, perceptual)
-        return _ImageRun(state, frame, caption, text, g)
+        return _ImageRun(state, frame, caption, text, g, y)
 
     runs = [start(y, pr) for y, pr in zip(ys, prompts)]
     states, cfg = [r.state for r in runs], p.guidance
@@ -326,7 +341,8 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
                 r.latents.append(r.state.latents.detach().cpu().clone())
                 with torch.no_grad():
                     img = backbone.decode(r.state.latents[:1]).float().clamp(0, 1).cpu()
-                r.passes.append(from_working(img, r.frame).clamp(0, 1))
+                out = from_working(img, r.frame).clamp(0, 1)
+                r.passes.append(with_luma(out, r.image) if p.luma_from_input else out)
             timings["passes"].append(time.perf_counter() - t_pass)
     finally:
         bar.close()

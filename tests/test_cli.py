@@ -275,15 +275,15 @@ def test_demo_falls_back_honestly(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_per_task(tmp_path, capsys):
-    "One sample per task by default; --per-task 2 restores all six, the two of a task in one call; bad counts are one line."
+    "One sample per task by default; --per-task 2 restores all eight, the two of a task in one call; bad counts are one line."
     out = tmp_path / "demo"
     quick = ["--data", str(ROOT / "data" / "pocket"), "--steps", "2", "--recurrences", "0", "--no-progress"]
     assert main(["demo", "-o", str(out / "one"), *quick]) == 0
     rows = [line.split(" | ")[0].strip("| ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "_20" in line]
-    assert rows == ["lowlight_2000000", "haze_2000000", "noise_2000000"]
+    assert rows == ["lowlight_2000000", "haze_2000000", "noise_2000000", "grey_2000000"]
     assert main(["demo", "-o", str(out / "all"), "--per-task", "2", *quick]) == 0
     rows = [line.split(" | ")[0].strip("| ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "_20" in line]
-    assert rows == [f"{task}_{seed}" for task in ("lowlight", "haze", "noise") for seed in (2000000, 2000001)]
+    assert rows == [f"{task}_{seed}" for task in ("lowlight", "haze", "noise", "grey") for seed in (2000000, 2000001)]
     assert main(["demo", "-o", str(out / "bad"), "--per-task", "-1", *quick]) == 1
     assert "per_task must be >= 1" in capsys.readouterr().err
 

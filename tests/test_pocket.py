@@ -55,3 +55,12 @@ def test_captioner_reads_degraded_scenes():
     imgs = torch.cat([random_degradation(render(random_scene(s))[None], torch.Generator().manual_seed(s)) for s in seeds])
     acc = attribute_accuracy(_load_caption_net(), imgs, [random_scene(s) for s in seeds])
     assert acc["background"] > 0.9 and acc["shape"] > 0.75 and acc["colour1"] > 0.9, acc
+
+
+def test_grey_benchmark_has_no_classical_rows():
+    "No classical method colourises: the grey task's table is the input and LD-RPS (the `colorise` preset) only."
+    from ldrps_nb.pocket import pocket_benchmark
+    bb, cap, perc = models()
+    rows = pocket_benchmark("grey", 1, backbone=bb, captioner=cap, perceptual=perc, recurrences=0, steps=3, progress=False)
+    assert [r.method for r in rows] == ["input", "LD-RPS, caption, N=0", "LD-RPS, no caption, N=1"]
+    assert all(r.n_scored == 1 for r in rows)

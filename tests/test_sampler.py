@@ -27,7 +27,7 @@ def image():
     return (torch.rand(1, 3, 48, 80, generator=g) * 0.3).clamp(0, 1)
 
 
-@pytest.mark.parametrize("preset", ["lowlight", "dehaze", "denoise"])
+@pytest.mark.parametrize("preset", ["lowlight", "dehaze", "denoise", "colorise"])
 def test_presets_on_non_square_input(backbone, vgg, image, preset):
     res = recurrent_sample(image, "a test", backbone=backbone, preset=preset, perceptual=vgg, **FAST)
     assert isinstance(res, Restoration) and res.preset.name == preset
@@ -37,6 +37,18 @@ def test_presets_on_non_square_input(backbone, vgg, image, preset):
     assert [h["t"] for h in res.history] == [751, 501, 251, 1, 251, 1]
     assert len(res.timings["passes"]) == 2 and res.timings["total"] > 0
     assert res.reference_compat is False and res.prompt == "a test"
+
+
+def test_colorise_keeps_the_input_luma(backbone, vgg):
+    "The colorise preset hands back every pass with the grey input's luma (clamping aside); the others do not."
+    from ldrps_nb.degradations import luma
+    g = torch.Generator().manual_seed(1)
+    grey = (0.3 + 0.4 * torch.rand(1, 1, 48, 80, generator=g)).expand(1, 3, 48, 80)
+    off = lambda p: (luma(p) - luma(grey)).abs().mean().item()
+    res = recurrent_sample(grey, "a test", backbone=backbone, preset="colorise", perceptual=vgg, **FAST)
+    assert all(off(p) < 0.01 for p in res.passes), [off(p) for p in res.passes]
+    res = recurrent_sample(grey, "a test", backbone=backbone, preset="colorise", perceptual=vgg, luma_from_input=False, **FAST)
+    assert all(off(p) > 0.02 for p in res.passes), [off(p) for p in res.passes]
 
 
 def test_same_seed_same_output(backbone, vgg, image):
