@@ -172,13 +172,13 @@ def image_statistics(image: torch.Tensor) -> dict[str, float]:
     "Mean luma, mean dark channel, Immerkær noise σ and pooled saturation of a (1,3,H,W) image in [0,1] (see the chapter)."
     x = image.detach().float().cpu()
     y = luma(x)
+    brightest, darkest = x.max(1, keepdim=True).values, x.min(1, keepdim=True).values  # per pixel, over R, G, B
     k = max(3, min(15, (min(x.shape[-2:]) // 32) | 1))
-    dark = -F.max_pool2d(-x.min(1, keepdim=True).values, k, stride=1, padding=k // 2)
+    dark = -F.max_pool2d(-darkest, k, stride=1, padding=k // 2)
     mask = torch.tensor([[1., -2., 1.], [-2., 4., -2.], [1., -2., 1.]]).view(1, 1, 3, 3)
     h, w = x.shape[-2:]
     if h < 3 or w < 3: sigma = 0.0  # too small for the 3×3 mask: no noise estimate
     else: sigma = math.sqrt(math.pi / 2) * F.conv2d(y, mask).abs().sum().item() / (6 * (w - 2) * (h - 2))
-    brightest, darkest = x.max(1).values, x.min(1).values
     saturation = ((brightest - darkest).mean() / brightest.mean().clamp_min(1e-6)).item()
     return {"luminance": y.mean().item(), "dark_channel": dark.mean().item(), "noise_sigma": sigma,
             "saturation": saturation}
