@@ -33,7 +33,7 @@ from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, first_li
                            pick_dtype, read_image, save_image, to_pil, write_atomic)
 from .evaluation import (BASELINES, IMAGE_SUFFIXES, INPUT_ROW, Unavailable, evaluate, get_metrics,
                                  markdown_table, open_dataset, psnr, ssim, write_csv)
-from .sampler import PRESETS, choose_preset, resolve_preset, recurrent_sample
+from .sampler import PRESETS, preset_groups, resolve_preset, recurrent_sample
 
 # %% auto #0
 __all__ = ['TINY_LABEL', 'SAMPLE_PRESETS', 'TINY_DEMO_OVERRIDES', 'METHODS', 'COMMANDS', 'real_key', 'collect_inputs', 'Job',
@@ -260,17 +260,15 @@ class Restorer:
         If a call fails, its images are restored one by one, so a failure stays with the image that caused it."""
         t0 = time.perf_counter()
         results: list[FileResult | None] = [self._settled(job, protect) for job in jobs]
-        groups: dict[str, list[tuple[int, torch.Tensor, dict | None]]] = {}
+        ys: dict[int, torch.Tensor] = {}
         for i, job in enumerate(jobs):
             if results[i] is not None: continue
-            try: y = read_image(job.input)
+            try: ys[i] = read_image(job.input)
             except LdrpsError as e:
                 results[i] = FileResult(job.input, "failed", None, one_line(e, job.input), time.perf_counter() - t0)
-                continue
-            auto = choose_preset(y) if self.preset == "auto" else None
-            groups.setdefault(auto["preset"] if auto else self.preset, []).append((i, y, auto))
-        t_read = time.perf_counter()
-        for preset, members in groups.items():
+        t_read, order = time.perf_counter(), list(ys)
+        for preset, grouped in preset_groups(list(ys.values()), self.preset).items():
+            members = [(order[k], ys[order[k]], auto) for k, auto in grouped]
             t_call = time.perf_counter()
             try: restored = self._sample([y for _, y, _ in members], preset, progress)
             except LdrpsError:

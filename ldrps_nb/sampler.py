@@ -30,7 +30,7 @@ from .posterior import GuidanceConfig, PosteriorState, StepRecord, posterior_ste
 # %% auto #0
 __all__ = ['PRESETS', 'POCKET_PRESETS', 'COMPAT_FIELDS', 'OUR_DEFAULTS', 'AUTO_THRESHOLDS', 'AUTO_STATISTICS', 'Preset',
            'presets_for', 'default_perceptual', 'resolve_preset', 'tail_timesteps', 'image_statistics', 'choose_preset',
-           'with_luma', 'Restoration', 'recurrent_sample']
+           'preset_groups', 'with_luma', 'Restoration', 'recurrent_sample']
 
 # %% ../nbs/07_sampler.ipynb #916ad173
 @dataclass(frozen=True)
@@ -195,6 +195,17 @@ def choose_preset(image: torch.Tensor) -> dict[str, Any]:
               f"(score {scores[name]:.2f}, the largest{'' if past else '; no statistic passed its threshold'})")
     return {"preset": name, "reason": reason, "statistics": s, "scores": scores}
 
+def preset_groups(images: Sequence[torch.Tensor], preset: str | Preset) -> dict[str | Preset, list[tuple[int, dict[str, Any] | None]]]:
+    """`images`' indices grouped by the preset each one is restored with, each with its `choose_preset` record (or None).
+
+    `preset="auto"` chooses per image (groups in order of first appearance); any other preset takes them all."""
+    if not (isinstance(preset, str) and preset == "auto"): return {preset: [(i, None) for i in range(len(images))]}
+    groups: dict[str | Preset, list[tuple[int, dict[str, Any] | None]]] = {}
+    for i, image in enumerate(images):
+        auto = choose_preset(image)
+        groups.setdefault(auto["preset"], []).append((i, auto))
+    return groups
+
 # %% ../nbs/07_sampler.ipynb #79e1dda5
 def with_luma(image: torch.Tensor, grey_image: torch.Tensor) -> torch.Tensor:
     "`image` (N,3,H,W) in [0,1] with the Rec. 601 luma of `grey_image` (same size) and its own chroma (YCbCr's Cb, Cr)."
@@ -265,7 +276,8 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
     - `prompt`: the text to condition on (for a list: one for all, or one per image, None entries captioned);
       if None, `captioner(image)` when a captioner is given, else no caption;
     - `backbone`: a `backbone.Backbone`; the run happens on its device, at its resolution unless `resolution=` is set;
-    - `preset`: a name of `presets_for(backbone)`, "auto" (`choose_preset`; single images only), or a `Preset`;
+    - `preset`: a name of `presets_for(backbone)`, "auto" (`choose_preset`, per image: a list is restored with one
+      lockstep call per chosen preset, `preset_groups`), or a `Preset`;
       `overrides` set any field;
     - `seed`: overrides the preset's seed; `reference_compat`: reproduce the reference scripts (see the chapter's table);
     - `callback(record)`: called with the `StepRecord` of every step (of every image: `record.image_index`);
@@ -275,14 +287,24 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
     - `fpam_state`, `d1_state`, `d2_state`: initial weights instead of the seeded Kaiming draw;
     - `scheduler`: a DDIM-like scheduler to use (its timesteps are set here) instead of `backbone.make_scheduler`.
 
-    With a list, `timings` are the whole batch's (shared by its `Restoration`s)."""
+    With a list, `timings` are the whole batch's (shared by its `Restoration`s; with "auto", its preset group's)."""
     t_start = time.perf_counter()
     batch = isinstance(image, (list, tuple))
     if batch and not image: raise ConfigError("recurrent_sample got an empty list of images")
     ys = [_input_image(im) for im in (image if batch else [image])]
     prompts = _prompts(prompt, len(ys))
     if isinstance(preset, str) and preset == "auto" and batch:
-        raise ConfigError("preset='auto' chooses per image; restore a list with a named preset (or call per image)")
+        restored: list[Restoration | None] = [None] * len(ys)
+        for name, members in preset_groups(ys, preset).items():
+            idx = [i for i, _ in members]
+            relay = None if callback is None else (
+                lambda record, idx=idx: callback(dataclasses.replace(record, image_index=idx[record.image_index])))
+            group = recurrent_sample([ys[i] for i in idx], [prompts[i] for i in idx], backbone=backbone, preset=name,
+                                     captioner=captioner, seed=seed, reference_compat=reference_compat, callback=relay,
+                                     progress=progress, perceptual=perceptual, fpam_state=fpam_state, d1_state=d1_state,
+                                     d2_state=d2_state, scheduler=scheduler, **overrides)
+            for (i, auto), r in zip(members, group): r.auto, restored[i] = auto, r
+        return restored
     auto = choose_preset(ys[0]) if isinstance(preset, str) and preset == "auto" else None
     p = resolve_preset(auto["preset"] if auto else preset, reference_compat=reference_compat,
                        presets=presets_for(backbone), **overrides)

@@ -51,6 +51,19 @@ def test_colorise_keeps_the_input_luma(backbone, vgg):
     assert all(off(p) > 0.02 for p in res.passes), [off(p) for p in res.passes]
 
 
+def test_auto_on_a_list_groups_by_preset(backbone, vgg, image):
+    "preset='auto' on a list: one call per chosen preset, results and callback indices in the order given."
+    kw = dict(backbone=backbone, perceptual=vgg, resolution=32, **FAST)
+    noisy = image / 0.3  # uniform noise in [0, 1]
+    records = []
+    res = recurrent_sample([noisy, image, noisy[..., :40]], ["n", "d", "n2"], preset="auto", callback=records.append, **kw)
+    assert [r.preset.name for r in res] == [r.auto["preset"] for r in res] == ["denoise", "lowlight", "denoise"]
+    assert [r.prompt for r in res] == ["n", "d", "n2"] and res[2].image.shape == (1, 3, 48, 40)
+    assert [sum(rec.image_index == i for rec in records) for i in range(3)] == [len(r.history) for r in res]
+    alone = recurrent_sample(image, "d", preset="lowlight", **kw)
+    assert torch.equal(res[1].image, alone.image)  # alone in its group: exactly the single-image run
+
+
 def test_same_seed_same_output(backbone, vgg, image):
     kw = dict(backbone=backbone, perceptual=vgg, resolution=32, **FAST)
     a, b = recurrent_sample(image, "x", **kw), recurrent_sample(image, "x", **kw)
