@@ -20,7 +20,7 @@ __all__ = ['COLOURS', 'SHAPES', 'SIZES', 'POSITIONS', 'POSITION_PHRASES', 'BACKG
            'N_CELLS', 'POCKET_DIR', 'SAMPLE_TASKS', 'BENCH_TASKS', 'Shape', 'Scene', 'random_scene', 'render',
            'scene_seeds', 'scene_batch', 'pocket_words', 'word_clip_tokenizer', 'pocket_vae', 'pocket_unet',
            'pocket_text_encoder', 'TrainConfig', 'render_split', 'reconstruction_loss', 'train_vae',
-           'encoder_posterior', 'latent_std', 'train_denoiser', 'finetune_decoder', 'pocket_features',
+           'encoder_posterior', 'latent_std', 'train_denoiser', 'denoiser_loss', 'finetune_decoder', 'pocket_features',
            'PocketCaptionNet', 'scene_targets', 'decode_scene', 'random_degradation', 'train_captioner',
            'attribute_accuracy', 'pocket_backbone', 'PocketCaptioner', 'pocket_captioner', 'pocket_perceptual',
            'save_pocket', 'degrade_sample', 'write_samples', 'pocket_dataset', 'pocket_benchmark']
@@ -209,6 +209,7 @@ def pocket_text_encoder(tokenizer: CLIPTokenizer, width: int = 64) -> CLIPTextMo
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
 
 # %% ../nbs/09_pocket.ipynb #49158cd9
+import copy
 from dataclasses import asdict
 from tqdm.auto import tqdm
 
@@ -223,6 +224,7 @@ class TrainConfig:
     seed: int = 0                # seeds parameter init, batch order, noise and caption dropout
     caption_dropout: float = 0.1 # fraction of captions replaced by "" (denoiser only)
     kl_weight: float = 1e-6      # KL term of the autoencoder
+    ema: float = 0.0             # decay of a moving average of the weights, returned instead of the last (0: none; denoiser only)
 
 def _lr_lambda(cfg: TrainConfig):
     import math
@@ -270,17 +272,27 @@ def latent_std(vae: AutoencoderKL, data: torch.Tensor) -> float:
 
 # %% ../nbs/09_pocket.ipynb #181e7e55
 def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, cfg: TrainConfig,
-                   data: tuple[torch.Tensor, list[str]] | None = None, device: str = "cpu",
-                   progress: bool = True) -> tuple[UNet2DConditionModel, CLIPTextModel, list[float]]:
-    "Train the pocket UNet and text encoder jointly (ε-prediction, caption dropout); returns both and the losses."
+                   data: tuple[torch.Tensor, list[str]] | None = None, device: str = "cpu", progress: bool = True,
+                   init: tuple[UNet2DConditionModel, CLIPTextModel] | None = None,
+                   ) -> tuple[UNet2DConditionModel, CLIPTextModel, list[float]]:
+    r"""Train the pocket UNet and text encoder jointly (ε-prediction, caption dropout); returns both and the losses.
+
+    `init`: continue from this (UNet, text encoder) pair instead of fresh ones, a longer run in stages (they are
+    copied, not changed). With `cfg.ema` $= d > 0$ the weights returned are the moving average
+    $\bar\theta \leftarrow d\,\bar\theta + (1 - d)\,\theta$, updated after every step from the starting weights."""
     torch.manual_seed(cfg.seed)
     imgs, caps = render_split("train", cfg.n_scenes) if data is None else data
     z = encoder_posterior(vae, imgs)[0] * vae.config.scaling_factor
     ids = tokenizer(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
-    unet, text = pocket_unet().to(device).train(), pocket_text_encoder(tokenizer).to(device).train()
+    unet, text = ((pocket_unet(), pocket_text_encoder(tokenizer)) if init is None
+                  else (copy.deepcopy(m).requires_grad_(True) for m in init))
+    unet, text = unet.to(device).train(), text.to(device).train()
+    params = [*unet.parameters(), *text.parameters()]
+    averaged = [copy.deepcopy(m).eval().requires_grad_(False) for m in (unet, text)] if cfg.ema else []
+    averages = [p for m in averaged for p in m.parameters()]
     noise_sched = DDPMScheduler.from_config(POCKET_SCHEDULER_CONFIG)
-    opt = torch.optim.AdamW([*unet.parameters(), *text.parameters()], lr=cfg.lr)
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     g, history = torch.Generator().manual_seed(cfg.seed), []
     for _ in tqdm(range(cfg.steps), desc="denoiser", disable=not progress):
@@ -293,8 +305,30 @@ def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, cfg: TrainConfi
         pred = unet(noise_sched.add_noise(z0, noise, t), t, text(tok_ids.to(device)).last_hidden_state).sample
         loss = (pred - noise).pow(2).mean()
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        with torch.no_grad():
+            for a, p in zip(averages, params): a.lerp_(p, 1 - cfg.ema)
         history.append(loss.item())
+    if averaged: return *averaged, history
     return unet.eval(), text.eval(), history
+
+@torch.no_grad()
+def denoiser_loss(backbone: "Backbone", split: str = "dev", n: int = 1024, seed: int = 123, batch: int = 256) -> dict[str, float]:
+    """The ε-prediction loss of `backbone`'s UNet and text encoder on `n` scenes of `split`, not seen in training.
+
+    Noise and timesteps are drawn from `seed`, so two denoisers are compared on the same draws; returns the mean, and
+    the means over t < 500 (fine detail) and t ≥ 500 (layout and colours)."""
+    imgs, caps = render_split(split, n)
+    z = encoder_posterior(backbone.vae, imgs)[0] * backbone.latent_scale
+    ids = backbone.tokenizer(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(z.shape, generator=g)
+    t = torch.randint(0, 1000, (n,), generator=g)
+    z_t = DDPMScheduler.from_config(POCKET_SCHEDULER_CONFIG).add_noise(z, noise, t)
+    dev = backbone.device
+    err = torch.cat([(backbone.unet(z_t[i:i + batch].to(dev), t[i:i + batch].to(dev),
+                                    backbone.text_encoder(ids[i:i + batch].to(dev)).last_hidden_state).sample.cpu()
+                      - noise[i:i + batch]).pow(2).flatten(1).mean(1) for i in range(0, n, batch)])
+    return {"all": err.mean().item(), "t<500": err[t < 500].mean().item(), "t>=500": err[t >= 500].mean().item()}
 
 # %% ../nbs/09_pocket.ipynb #ce98d00e
 def finetune_decoder(vae: AutoencoderKL, cfg: TrainConfig, data: torch.Tensor | None = None, device: str = "cpu",

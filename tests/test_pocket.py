@@ -4,8 +4,9 @@ from functools import lru_cache
 import torch
 
 from ldrps_nb.evaluation import psnr
-from ldrps_nb.pocket import (attribute_accuracy, pocket_backbone, pocket_captioner, pocket_dataset, pocket_perceptual,
-                             random_degradation, random_scene, render, scene_batch, scene_seeds, _load_caption_net)
+from ldrps_nb.pocket import (attribute_accuracy, denoiser_loss, pocket_backbone, pocket_captioner, pocket_dataset,
+                             pocket_perceptual, random_degradation, random_scene, render, scene_batch, scene_seeds,
+                             _load_caption_net)
 from ldrps_nb.sampler import POCKET_PRESETS, presets_for, recurrent_sample
 
 
@@ -32,6 +33,15 @@ def test_autoencoder_reconstructs_test_scenes():
     with torch.no_grad(): rec = bb.decode(bb.encode(x)).clamp(0, 1)
     assert psnr(rec, x).mean().item() > 26.0
     assert not any(p.requires_grad for p in bb.vae.parameters())
+
+
+def test_denoiser_loss_is_seeded_and_held_out():
+    """`denoiser_loss` draws its noise and timesteps from its seed: the same seed, the same numbers. The shipped
+    denoiser's held-out loss is 0.0341 on 1024 dev scenes (chapter 09); on 64 of them it stays near that."""
+    bb = models()[0]
+    a, b, c = denoiser_loss(bb, n=64), denoiser_loss(bb, n=64), denoiser_loss(bb, n=64, seed=1)
+    assert a == b and a != c and set(a) == {"all", "t<500", "t>=500"}
+    assert 0.01 < a["all"] < 0.06 and a["t<500"] > a["t>=500"]
 
 
 def test_lowlight_gains_psnr():
