@@ -320,10 +320,10 @@ def denoiser_loss(backbone: "Backbone", split: str = "dev", n: int = 1024, seed:
     imgs, caps = render_split(split, n)
     z = encoder_posterior(backbone.vae, imgs)[0] * backbone.latent_scale
     ids = backbone.tokenizer(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    g = torch.Generator().manual_seed(seed)
+    noise_sched, g = DDPMScheduler.from_config(POCKET_SCHEDULER_CONFIG), torch.Generator().manual_seed(seed)
     noise = torch.randn(z.shape, generator=g)
-    t = torch.randint(0, 1000, (n,), generator=g)
-    z_t = DDPMScheduler.from_config(POCKET_SCHEDULER_CONFIG).add_noise(z, noise, t)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (n,), generator=g)  # the training's range
+    z_t = noise_sched.add_noise(z, noise, t)
     dev = backbone.device
     err = torch.cat([(backbone.unet(z_t[i:i + batch].to(dev), t[i:i + batch].to(dev),
                                     backbone.text_encoder(ids[i:i + batch].to(dev)).last_hidden_state).sample.cpu()
