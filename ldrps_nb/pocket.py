@@ -271,6 +271,11 @@ def latent_std(vae: AutoencoderKL, data: torch.Tensor) -> float:
     return encoder_posterior(vae, data)[0].std().item()
 
 # %% ../nbs/09_pocket.ipynb #181e7e55
+def _denoiser_inputs(vae: AutoencoderKL, tokenizer: CLIPTokenizer, imgs: torch.Tensor, caps: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    "What the denoiser is trained and measured on: the scaled latent means of `imgs` (uint8) and the token ids of `caps`."
+    ids = tokenizer(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return encoder_posterior(vae, imgs)[0] * vae.config.scaling_factor, ids
+
 def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, cfg: TrainConfig,
                    data: tuple[torch.Tensor, list[str]] | None = None, device: str = "cpu", progress: bool = True,
                    init: tuple[UNet2DConditionModel, CLIPTextModel] | None = None,
@@ -282,8 +287,7 @@ def train_denoiser(vae: AutoencoderKL, tokenizer: CLIPTokenizer, cfg: TrainConfi
     $\bar\theta \leftarrow d\,\bar\theta + (1 - d)\,\theta$, updated after every step from the starting weights."""
     torch.manual_seed(cfg.seed)
     imgs, caps = render_split("train", cfg.n_scenes) if data is None else data
-    z = encoder_posterior(vae, imgs)[0] * vae.config.scaling_factor
-    ids = tokenizer(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    z, ids = _denoiser_inputs(vae, tokenizer, imgs, caps)
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
     unet, text = ((pocket_unet(), pocket_text_encoder(tokenizer)) if init is None
                   else (copy.deepcopy(m).requires_grad_(True) for m in init))
@@ -318,8 +322,7 @@ def denoiser_loss(backbone: "Backbone", split: str = "dev", n: int = 1024, seed:
     Noise and timesteps are drawn from `seed`, so two denoisers are compared on the same draws; returns the mean, and
     the means over t < 500 (fine detail) and t ≥ 500 (layout and colours)."""
     imgs, caps = render_split(split, n)
-    z = encoder_posterior(backbone.vae, imgs)[0] * backbone.latent_scale
-    ids = backbone.tokenizer(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    z, ids = _denoiser_inputs(backbone.vae, backbone.tokenizer, imgs, caps)
     noise_sched, g = DDPMScheduler.from_config(POCKET_SCHEDULER_CONFIG), torch.Generator().manual_seed(seed)
     noise = torch.randn(z.shape, generator=g)
     t = torch.randint(0, noise_sched.config.num_train_timesteps, (n,), generator=g)  # the training's range
