@@ -128,8 +128,9 @@ def autocast_dtype(mode: Autocast, device: torch.device | str, weights: torch.dt
     """The dtype `torch.autocast` runs the UNet and VAE in for `mode` on `device` (None: no autocast).
 
     "auto" is float16 on a GPU when the UNet's `weights` are float32 (its 10-bit mantissa keeps the posterior chain
-    within the fixture tolerance, bfloat16's 7 bits do not; see "Mixed precision"), and nothing on a CPU (without
-    native half kernels autocast is slower) or for weights that are already half."""
+    closer to float32 than bfloat16's 7 bits do, and the output within the fixture tolerance; see "Mixed
+    precision"), and nothing on a CPU (without native half kernels autocast is slower) or for weights that are
+    already half."""
     device = torch.device(device)
     if mode == "off" or (mode == "auto" and (device.type != "cuda" or weights != torch.float32)): return None
     return torch.bfloat16 if mode == "bf16" else torch.float16
