@@ -88,7 +88,8 @@ def test_fast_path_fp16_autocast_keeps_the_output_and_beats_bf16(shared_dir: Pat
     the earlier passes stay within their bounds too depends on the CPU (they did on an AVX2 CPU, pass 0 did not on an
     AVX-512 one); the free chain's float32 rounding bound is met by no half precision."""
     case = shared_dir / "fidelity" / "cases" / "lowlight_short"
-    reports = {dt: compare(case, replay(case, return_records=True, unet_batch="joint", autocast=dt)) for dt in ("fp16", "bf16")}
+    reports = {dt: compare(case, replay(case, return_records=True, unet_batch="joint", autocast=dt))
+               for dt in ("fp16", "bf16")}
     chain0 = {dt: [c for c in r["checks"] if c["check"] == "chain 0 relative L2"] for dt, r in reports.items()}
     assert len(chain0["fp16"]) == 3 and chain0["fp16"][-1]["ok"], "\n" + report_markdown(reports["fp16"])
     assert all(h["value"] < b["value"] for h, b in zip(chain0["fp16"], chain0["bf16"])), \
