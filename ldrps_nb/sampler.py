@@ -120,7 +120,7 @@ POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
     "denoise": Preset(name="denoise", **{**_POCKET_BASE, "steps": 100}, recurrences=1, guidance_scale=150.0,
                       cfg_scale=2.0, fpam_weights=(3.0, 0.002, 0.001), d1_lr=1e-4, d2_lr=1e-3, w_vgg=0.0, w_adv=0.0,
                       w_exp=0.0, w_col=0.0, t_quality=None),
-    "colorise": Preset(name="colorise", **_POCKET_BASE, recurrences=1, guidance_scale=100.0, cfg_scale=2.0, w_exp=0.0,
+    "colorise": Preset(name="colorise", **_POCKET_BASE, recurrences=1, guidance_scale=10.0, cfg_scale=2.0, w_exp=0.0,
                        w_col=0.0, t_quality=None, luma_from_input=True),
 })
 
