@@ -21,31 +21,31 @@
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-HERE=.device
+CARRY=.device
 DIFFUSERS=diffusers==0.42.1
 EXTRA_WHEELS="importlib_metadata==8.7.0"
 
 if [ "${1:-}" = "--prepare" ]; then
   shared=${SHARED:-../shared}
   [ -d "$shared/fidelity" ] || { echo "device_check: no $shared/fidelity to copy (set SHARED)"; exit 1; }
-  rm -rf "$HERE" && mkdir -p "$HERE/wheels"
-  cp -r "$shared/fidelity" "$HERE/fidelity"
+  rm -rf "$CARRY" && mkdir -p "$CARRY/wheels"
+  cp -r "$shared/fidelity" "$CARRY/fidelity"
   $PYTHON -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux2014_x86_64 -d "$HERE/wheels" $DIFFUSERS $EXTRA_WHEELS || exit 1
-  du -sh "$HERE"; ls "$HERE/wheels"
+    --platform manylinux2014_x86_64 -d "$CARRY/wheels" $DIFFUSERS $EXTRA_WHEELS || exit 1
+  du -sh "$CARRY"; ls "$CARRY/wheels"
   exit 0
 fi
 
 OUT=${OUT:-device_results}
 mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda} RES=${RES:-512} STEPS=${STEPS:-450} SHORT=${SHORT:-100}
-if ls "$HERE"/wheels/*.whl > /dev/null 2>&1; then
+if ls "$CARRY"/wheels/*.whl > /dev/null 2>&1; then
   $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ldrps-site \
-    "$HERE"/wheels/*.whl || exit 1
+    "$CARRY"/wheels/*.whl || exit 1
   export PYTHONPATH=/tmp/ldrps-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-CASE=$HERE/fidelity/cases/lowlight_short
+CASE=$CARRY/fidelity/cases/lowlight_short
 [ -d "$CASE" ] || CASE=../shared/fidelity/cases/lowlight_short
 
 step() {  # step NAME SECONDS COMMAND...: run under a time limit, output to $OUT/NAME.txt and to the console
@@ -69,14 +69,13 @@ from pathlib import Path
 from ldrps_nb.backbone import load_backbone
 from ldrps_nb.reference import compare, load_case, replay
 case, device = Path(sys.argv[1]), sys.argv[2]
-pipeline = case / load_case(case)["files"]["pipeline"]
+backbone = load_backbone(str(case / load_case(case)["files"]["pipeline"]), device=device, dtype=torch.float32)
 runs = [("compat, float32", {}, None), ("fast path, fp16 autocast", {"unet_batch": "joint", "autocast": "fp16"}, None)]
 if device.startswith("cuda"):  # cuDNN convolutions run in TF32 by default on Ampere and later: does compat need it off?
     runs.append(("compat, float32, TF32 convolutions off", {}, False))
 for name, overrides, tf32 in runs:
     if tf32 is not None: torch.backends.cudnn.allow_tf32 = tf32
     t0 = time.perf_counter()
-    backbone = load_backbone(str(pipeline), device=device, dtype=torch.float32)
     rep = replay(case, backbone=backbone, return_records=True, **overrides)
     report = compare(case, rep)
     print(f"{name} on {device}: {'within' if report['ok'] else 'OUTSIDE'} the fixture tolerance "
