@@ -7,7 +7,7 @@ Docs: https://ldrps-nb.github.io/ldrps-nb/fpam.html.md"""
 # %% ../nbs/04_fpam.ipynb #d60737b9
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Literal, Mapping
 
 import torch
 import torch.nn as nn
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from .core import ConfigError, ModelLoadError, NumericalError
 
 # %% auto #0
-__all__ = ['StateDict', 'Perceptual', 'FPAM', 'discriminator', 'kaiming_init_', 'init_module_', 'OnlineDiscriminator',
-           'FPAMTrainer']
+__all__ = ['StateDict', 'Perceptual', 'FPAM', 'discriminator', 'kaiming_init_', 'init_module_', 'identity_init_',
+           'OnlineDiscriminator', 'FPAMTrainer']
 
 # %% ../nbs/04_fpam.ipynb #ef99ed65
 StateDict = Mapping[str, torch.Tensor]
@@ -69,6 +69,21 @@ def init_module_(module: nn.Module, generator: torch.Generator | None = None, st
         raise ModelLoadError(f"initial weights do not fit {type(module).__name__}: {str(e).splitlines()[0]}") from None
     return module
 
+# %% ../nbs/04_fpam.ipynb #3b7c9e40
+def identity_init_(fpam: FPAM) -> FPAM:
+    r"Make `fpam` the identity on images $\ge 0$, in place: $h_1$ passes x through, $h_2$'s read-out is 0, p = 1."
+    first, readout, channels = fpam.net1[0], fpam.net1[2], fpam.skip_scale1.shape[1]
+    if first.out_channels < channels:
+        raise ConfigError(f"an identity F-PAM needs width >= {channels}, got {first.out_channels}")
+    k = first.kernel_size[0] // 2
+    with torch.no_grad():
+        first.weight[:channels].zero_(); first.bias[:channels].zero_()
+        readout.weight.zero_(); readout.bias.zero_()
+        for c in range(channels): first.weight[c, c, k, k], readout.weight[c, c, 0, 0] = 1.0, 1.0
+        fpam.net2[-1].weight.zero_(); fpam.net2[-1].bias.zero_()
+        fpam.skip_scale1.fill_(1.0)
+    return fpam
+
 # %% ../nbs/04_fpam.ipynb #e412ceff
 def _bce(p: torch.Tensor, value: float) -> torch.Tensor:
     "Mean binary cross-entropy of probabilities `p` against the constant label `value`."
@@ -102,19 +117,23 @@ class FPAMTrainer:
                  lr: float = 5e-4, weight_decay: float = 1e-5, d1_lr: float = 4e-5, t1: int = 700,
                  clip_threshold: float = 10.0, clip_factor: float = 0.2, generator: torch.Generator | None = None,
                  fpam_state: StateDict | None = None, d1_state: StateDict | None = None,
-                 device: torch.device | str | None = None, width: int = 64):
+                 device: torch.device | str | None = None, width: int = 64,
+                 init: Literal["kaiming", "identity"] = "kaiming"):
         if len(weights) != 3: raise ConfigError(f"F-PAM weights must be (a, b, c), got {weights!r}")
         self.perceptual, self.weights = perceptual, tuple(float(w) for w in weights)
         self.lr, self.weight_decay, self.d1_lr, self.t1 = float(lr), float(weight_decay), float(d1_lr), int(t1)
         self.clip_threshold, self.clip_factor, self.device = float(clip_threshold), float(clip_factor), device
         if width < 1: raise ConfigError(f"F-PAM width must be >= 1, got {width}")
         self.width = int(width)  # F-PAM's hidden width (the paper's 64: 64-128-256 channels)
+        if init not in ("kaiming", "identity"): raise ConfigError(f"F-PAM init must be 'kaiming' or 'identity', got {init!r}")
+        self.init = init  # where F starts per image: a Kaiming draw (reference) or that draw made the identity
         self.reset(generator, fpam_state, d1_state)
 
     def reset(self, generator: torch.Generator | None = None, fpam_state: StateDict | None = None,
               d1_state: StateDict | None = None) -> None:
-        "Fresh F and D1 (Kaiming from `generator`, or the given states) and fresh optimisers."
-        self.net = init_module_(FPAM(width=self.width), generator, fpam_state).to(self.device)
+        "Fresh F (Kaiming from `generator`, then the identity if `init` says so; or the given state), D1 and optimisers."
+        net = init_module_(FPAM(width=self.width), generator, fpam_state)
+        self.net = (identity_init_(net) if self.init == "identity" and fpam_state is None else net).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), self.lr, weight_decay=self.weight_decay)
         self.d1 = OnlineDiscriminator(self.d1_lr, generator=generator, state=d1_state, device=self.device)
 

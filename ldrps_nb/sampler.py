@@ -49,6 +49,7 @@ class Preset:
     fpam_lr: float = 5e-4                     # F-PAM Adam learning rate
     fpam_weight_decay: float = 1e-5           # F-PAM Adam weight decay
     fpam_width: int = 64                      # F-PAM hidden width (paper: 64, i.e. 64-128-256 channels)
+    fpam_init: Literal["kaiming", "identity"] = "kaiming"  # F-PAM's start per image: a Kaiming draw (reference) or the identity
     d1_lr: float = 4e-5                       # learning rate of D1 (F-PAM's discriminator)
     d2_lr: float = 4e-5                       # learning rate of D2 (the guidance discriminator)
     w_l2: float = 1.0                         # guidance weight of MSE(F(x̂), y)
@@ -76,7 +77,9 @@ class Preset:
                   (0 < self.strength <= 1, "strength must be in (0, 1]"), (len(self.fpam_weights) == 3, "fpam_weights must be (a, b, c)"),
                   (self.resize_mode in ("stretch", "fit"), "resize_mode must be 'stretch' or 'fit'"),
                   (self.resolution is None or self.resolution >= 8, "resolution must be None or >= 8"),
-                  (self.fpam_width >= 1, "fpam_width must be >= 1")]
+                  (self.fpam_width >= 1, "fpam_width must be >= 1"),
+                  (self.fpam_init in ("kaiming", "identity"), "fpam_init must be 'kaiming' or 'identity'"),
+                  (self.fpam_init == "kaiming" or self.fpam_width >= 3, "fpam_init 'identity' needs fpam_width >= 3")]
         for ok, msg in checks:
             if not ok: raise ConfigError(f"preset {self.name!r}: {msg}")
         GuidanceConfig(**self._guidance_fields())  # validates x0_from, unet_batch, exposure_patch
@@ -115,8 +118,8 @@ _POCKET_BASE = dict(steps=50, resolution=64, fpam_width=16, exposure_patch=8, us
 POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
     "lowlight": Preset(name="lowlight", **_POCKET_BASE, recurrences=1, guidance_scale=25.0, cfg_scale=3.0),
     "dehaze": Preset(name="dehaze", **{**_POCKET_BASE, "steps": 100}, seed=10, recurrences=1, guidance_scale=100.0,
-                     cfg_scale=4.0, t1=850, fpam_weights=(0.2, 0.005, 0.2), fpam_lr=2e-3, d1_lr=1e-4, d2_lr=2e-5,
-                     w_vgg=5e-3, w_adv=0.0, w_col=1e-3, t_quality=150),
+                     cfg_scale=4.0, t1=850, fpam_weights=(0.2, 0.005, 0.2), fpam_lr=2e-3, fpam_init="identity",
+                     d1_lr=1e-4, d2_lr=2e-5, w_vgg=5e-3, w_adv=0.0, w_col=1e-3, t_quality=150),
     "denoise": Preset(name="denoise", **{**_POCKET_BASE, "steps": 100}, recurrences=1, guidance_scale=150.0,
                       cfg_scale=2.0, fpam_weights=(3.0, 0.002, 0.001), d1_lr=1e-4, d2_lr=1e-3, w_vgg=0.0, w_adv=0.0,
                       w_exp=0.0, w_col=0.0, t_quality=None),
@@ -335,7 +338,8 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
         d2 = OnlineDiscriminator(p.d2_lr, generator=init, state=d2_state, device=device)
         trainer = FPAMTrainer(perceptual, weights=p.fpam_weights, lr=p.fpam_lr, weight_decay=p.fpam_weight_decay,
                               d1_lr=p.d1_lr, t1=p.t1, clip_threshold=p.vgg_clip_threshold, clip_factor=p.vgg_clip_factor,
-                              generator=init, fpam_state=fpam_state, d1_state=d1_state, device=device, width=p.fpam_width)
+                              generator=init, fpam_state=fpam_state, d1_state=d1_state, device=device, width=p.fpam_width,
+                              init=p.fpam_init)
         g = make_generator(seed)
         shape = (2, backbone.unet.config.in_channels, y_w.shape[-2] // f, y_w.shape[-1] // f)
         latents = torch.randn(shape, generator=g) * scheduler.init_noise_sigma

@@ -124,3 +124,25 @@ def test_auto_and_prompt_policy(backbone, vgg, image):
     assert (compat.caption, compat.prompt, compat.preset.x0_from) == ("a hazy street", "", "updated_latent")
     ours = recurrent_sample(image, None, preset="dehaze", captioner=lambda img: "a street", **kw)
     assert (ours.caption, ours.prompt, ours.preset.x0_from) == ("a street", "a street", "current_latent")
+
+
+def test_fpam_init_identity(backbone, vgg, image):
+    """`fpam_init="identity"`: F-PAM starts as the identity (one training step away from it at the first record), the
+    run stays deterministic, a given `fpam_state` still wins, and a bad value is a one-line ConfigError."""
+    from ldrps_nb.fpam import FPAM, kaiming_init_
+    first = {}
+    def watch(r):
+        if r.step_index == 0 and r.pass_index == 0: first["gap"] = (r.fpam_output - r.x0_image).abs().mean().item()
+    kw = dict(backbone=backbone, perceptual=vgg, resolution=32, **FAST)
+    a = recurrent_sample(image, "a test", preset="dehaze", fpam_init="identity", callback=watch, **kw)
+    near = first["gap"]  # one Adam step away from F(x) = x
+    recurrent_sample(image, "a test", preset="dehaze", callback=watch, **kw)
+    assert near < first["gap"] / 4, (near, first)  # a Kaiming draw is nowhere near x
+    b = recurrent_sample(image, "a test", preset="dehaze", fpam_init="identity", **kw)
+    assert torch.equal(a.image, b.image)
+    state = kaiming_init_(FPAM(), torch.Generator().manual_seed(5)).state_dict()
+    c = recurrent_sample(image, "a test", preset="dehaze", fpam_init="identity", fpam_state=state, **kw)
+    d = recurrent_sample(image, "a test", preset="dehaze", fpam_state=state, **kw)
+    assert torch.equal(c.image, d.image)
+    with pytest.raises(ConfigError, match="fpam_init must be 'kaiming' or 'identity'"):
+        recurrent_sample(image, "a test", preset="dehaze", fpam_init="zeros", **kw)
