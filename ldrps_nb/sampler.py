@@ -121,7 +121,7 @@ POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
                      cfg_scale=2.0, t1=850, fpam_weights=(0.2, 0.005, 0.2), fpam_lr=2e-3, fpam_init="identity",
                      d1_lr=1e-4, d2_lr=2e-5, w_vgg=5e-3, w_adv=0.0, w_col=1e-3, t_quality=150),
     "denoise": Preset(name="denoise", **{**_POCKET_BASE, "steps": 100}, recurrences=1, guidance_scale=150.0,
-                      cfg_scale=2.0, fpam_weights=(3.0, 0.002, 0.001), fpam_init="identity", d1_lr=1e-4, d2_lr=1e-3,
+                      cfg_scale=1.0, fpam_weights=(3.0, 0.002, 0.001), fpam_init="identity", d1_lr=1e-4, d2_lr=1e-3,
                       w_vgg=0.0, w_adv=0.0, w_exp=0.0, w_col=0.0, t_quality=None),
     "colorise": Preset(name="colorise", **_POCKET_BASE, recurrences=1, guidance_scale=10.0, cfg_scale=2.0, w_exp=0.0,
                        w_col=0.0, t_quality=None, luma_from_input=True),
