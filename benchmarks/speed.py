@@ -6,13 +6,14 @@ Rows:
       call on both chains × CFG), each checked against the fixture's tolerance;
   (b) the SD-2.1-base architecture built from its configs with random weights (no download) at --resolution on the
       GPU, for the full low-light schedule (450 + 2×225 steps; --steps to shorten) — only with --sd;
-  (p) the pocket world (chapter 09): one restoration of a 64² test scene per pocket preset (all passes,
-      captioning included) with the shipped models on the CPU — issue #4's target is ≤ 20 s — and --images test
-      scenes of the low-light preset restored in one call (several images in lockstep), seconds per image;
-  (c) the floor of (a), (b) and (p): per step, the work the algorithm cannot skip, each kernel timed alone on the same device
-      (UNet forward at batch 4, VAE decoder forward on both chains + backward on the posterior chain, one F-PAM
-      training step on both chains, F-PAM forward + backward on the posterior chain, the perceptual network, the two
-      discriminators' updates).
+  (p) the pocket world (chapter 09): one restoration of a 64² test scene per pocket preset, called by name as users
+      call it (all passes, captioning included; the fast path's joint UNet batch) with the shipped models on the
+      CPU — issue #4's target is ≤ 20 s — and --images test scenes of the low-light preset restored in one call
+      (several images in lockstep), seconds per image;
+  (c) the floor of (a), (b) and (p): per step, the work the algorithm cannot skip, each kernel timed alone on the same
+      device (UNet forward at batch 4, of which CFG 1, the pocket denoise preset's, needs half; VAE decoder forward on
+      both chains + backward on the posterior chain, one F-PAM training step on both chains, F-PAM forward + backward
+      on the posterior chain, the perceptual network, the two discriminators' updates).
 
     python benchmarks/speed.py                       # (a), (p) + their floors, CPU
     python benchmarks/speed.py --sd --device cuda    # also (b) + its floor on the GPU
@@ -169,8 +170,8 @@ def main(argv=None) -> int:
             preset = POCKET_PRESETS[name]
             y = pocket_dataset(task, 1)[0].degraded
             steps = preset.steps + preset.recurrences * int(preset.steps * preset.strength)
-            def run(preset=preset, y=y):
-                r = recurrent_sample(y, backbone=bb, preset=preset, captioner=cap, perceptual=perc, progress=False)
+            def run(name=name, y=y):  # by name, as users call it: the preset with `OUR_DEFAULTS` (joint UNet batch)
+                r = recurrent_sample(y, backbone=bb, preset=name, captioner=cap, perceptual=perc, progress=False)
                 return f"captioning {r.timings['setup']:.2f} s of it"
             rows.append(run_row(f"(p) pocket {name}, {steps} steps, CPU", run, steps, cpu))
             print(rows[-1], flush=True)

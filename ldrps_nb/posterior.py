@@ -95,9 +95,12 @@ def cfg_noise(unet: torch.nn.Module, scheduler: Any, z: torch.Tensor, t: torch.T
               cfg_scale: float, unet_batch: UNetBatch = "joint") -> torch.Tensor:
     r"""Classifier-free guided noise $\varepsilon_u + w(\varepsilon_c - \varepsilon_u)$ for every chain of `z` (B,4,h,w).
 
-    `embeddings`: (2,L,D) `[uncond, cond]` for all chains, or (2B,L,D) per chain (see `chain_embeddings`)."""
+    `embeddings`: (2,L,D) `[uncond, cond]` for all chains, or (2B,L,D) per chain (see `chain_embeddings`).
+    At $w = 1$ the guided noise is $\varepsilon_c$: one UNet call on the conditional rows of all chains, whatever
+    `unet_batch` says, since the unconditional half would be weighted by zero."""
     z, b = z.to(unet.dtype), z.shape[0]
     emb = chain_embeddings(embeddings, b)
+    if cfg_scale == 1: return unet(scheduler.scale_model_input(z, t), t, encoder_hidden_states=emb[b:]).sample.float()
     if unet_batch == "per_chain":
         out = []
         for i in range(b):
