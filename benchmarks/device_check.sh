@@ -15,6 +15,8 @@
 #                         full low-light schedule, next to the per-kernel floor
 #   4. speed_compile.txt  the same with torch.compile and channels-last, two images per call, a shorter schedule
 #   5. speed_bf16.txt     bf16 weights without autocast, a shorter schedule
+#   6. memory.txt         memory.py: peak memory of the fast path and of half weights, with and without the VAE
+#                         decoder's gradient checkpointing (the tensor count and the CUDA allocator's own peak)
 # The limits add up to 585 s: give the device call timeout_s 600.
 # Environment: DEVICE (cuda), RES (512), STEPS (450: the full schedule), SHORT (100: rows 4-5), PYTHON (python3).
 # A CPU smoke test of the script itself: DEVICE=cpu RES=64 STEPS=2 SHORT=2 PYTHON=.venv/bin/python benchmarks/device_check.sh
@@ -56,14 +58,14 @@ step() {  # step NAME SECONDS COMMAND...: run under a time limit, output to $OUT
 }
 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-step env 45 $PYTHON - <<'PY'
+step env 30 $PYTHON - <<'PY'
 import torch, diffusers, transformers, ldrps_nb
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 print("diffusers", diffusers.__version__, "transformers", transformers.__version__, "ldrps_nb", ldrps_nb.__version__)
 if torch.cuda.is_available(): print(torch.cuda.get_device_name(), torch.cuda.get_device_capability())
 PY
 
-step fixture 90 $PYTHON - "$CASE" "$DEVICE" <<'PY'
+step fixture 85 $PYTHON - "$CASE" "$DEVICE" <<'PY'
 import sys, time, torch
 from pathlib import Path
 from ldrps_nb.backbone import load_backbone
@@ -88,7 +90,9 @@ for name, overrides, tf32 in runs:
 PY
 
 SPEED="$PYTHON benchmarks/speed.py --sd --device $DEVICE --resolution $RES --no-pocket --case none"
-step speed_fp16 240 $SPEED --steps "$STEPS" --images 1
-step speed_compile 130 $SPEED --steps "$SHORT" --images 2 --compile --channels-last
-step speed_bf16 80 $SPEED --steps "$SHORT" --images 1 --dtype bfloat16 --autocast off
+step speed_fp16 230 $SPEED --steps "$STEPS" --images 1
+step speed_compile 125 $SPEED --steps "$SHORT" --images 2 --compile --channels-last
+step speed_bf16 70 $SPEED --steps "$SHORT" --images 1 --dtype bfloat16 --autocast off
+step memory 45 $PYTHON benchmarks/memory.py --device "$DEVICE" --resolution "$RES" \
+  --rows "fast,fast + VAE checkpointing,half weights,half weights + VAE checkpointing"
 ls -la "$OUT"

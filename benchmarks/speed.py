@@ -98,7 +98,10 @@ def run_row(name: str, run, steps: int, device: torch.device) -> dict:
 
 
 def sd21_architecture(device: torch.device, dtype: torch.dtype) -> Backbone:
-    "Stable Diffusion 2.1-base's UNet, VAE and text encoder built from their configs with random weights."
+    """Stable Diffusion 2.1-base's UNet, VAE and text encoder built from their configs with random weights.
+
+    The text encoder's embedding has SD 2.1's 49408 rows, so the weights weigh what SD 2.1's do (the tokenizer is
+    the tiny one, whose 514 ids index the first rows)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
     from ldrps_nb.backbone import SD21_SCHEDULER_CONFIG
@@ -108,7 +111,7 @@ def sd21_architecture(device: torch.device, dtype: torch.dtype) -> Backbone:
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         sample_size=512, scaling_factor=0.18215)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=1024, intermediate_size=4096,
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096,
                                         num_attention_heads=16, num_hidden_layers=23, hidden_act="gelu",
                                         projection_dim=512, bos_token_id=tok.bos_token_id,
                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))

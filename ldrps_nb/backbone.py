@@ -152,13 +152,14 @@ class Backbone:
         """CLIP embeddings `[uncond…, cond…]` of shape (2B, 77, D) for classifier-free guidance.
 
         The UNet's noise prediction on this batch splits as `eps_u, eps_c = eps.chunk(2)`. Prompts longer than
-        the tokenizer's 77 tokens are truncated (captions from `ldrps_nb.captioning` already fit)."""
+        the tokenizer's 77 tokens are truncated (captions from `ldrps_nb.captioning` already fit). The embeddings
+        come on the UNet's device and in its dtype, wherever the text encoder runs."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ConfigError("encode_prompt expects a string or a non-empty list of strings")
         cond = self._embed(prompts)
         uncond = self._embed([negative_prompt] * len(prompts))
-        return torch.cat([uncond, cond]).to(self.dtype)
+        return torch.cat([uncond, cond]).to(self.device, self.dtype)
 
     def make_scheduler(self, **overrides: Any) -> ReferenceDDIMScheduler:
         "A fresh `reference_scheduler` from this backbone's scheduler config (see `reference_scheduler`)."
@@ -180,15 +181,22 @@ class Backbone:
         return self
 
     def optimize(self, *, channels_last: bool = False, compile: bool | str = False, vae_slicing: bool = False,
-                 vae_tiling: bool = False) -> Backbone:
-        """Speed and memory switches of the UNet and VAE (in place; returns self); weights and state dicts are unchanged.
+                 vae_tiling: bool = False, vae_checkpointing: bool = False,
+                 text_encoder_offload: bool = False) -> Backbone:
+        """Speed and memory switches of the UNet, VAE and text encoder (in place; returns self); weights and state dicts
+        are unchanged.
 
         - `channels_last`: NHWC memory format (faster convolutions on tensor-core GPUs; same results up to rounding);
         - `compile`: `torch.compile` the UNet and the VAE decoder in place (`nn.Module.compile`), True = inductor,
           a string names another backend; the first steps are slow while it compiles (minutes on a CPU);
         - `vae_slicing`: decode a batch one image at a time (less memory for several images at once);
         - `vae_tiling`: decode images larger than the VAE's sample size in overlapping tiles (less memory at high
-          resolution; blends the tile seams, so results differ slightly there)."""
+          resolution; blends the tile seams, so results differ slightly there);
+        - `vae_checkpointing`: keep only each VAE decoder block's input for the guidance's backward pass and recompute
+          the rest there (gradient checkpointing): the largest memory saving at 512², for one more decoder forward
+          per guided step; same gradients;
+        - `text_encoder_offload`: keep the text encoder on the CPU in float32 (it runs once per prompt; its weights,
+          1.27 GiB for SD 2.1-base, then stay off the GPU). A later `to(device)` moves it back."""
         if channels_last:
             for m in (self.unet, self.vae): m.to(memory_format=torch.channels_last)
         if compile:
@@ -196,6 +204,8 @@ class Backbone:
             for m in (self.unet, self.vae.decoder): m.compile(backend=backend)
         if vae_slicing: self.vae.enable_slicing()
         if vae_tiling: self.vae.enable_tiling()
+        if vae_checkpointing: self.vae.enable_gradient_checkpointing()
+        if text_encoder_offload: self.text_encoder.to("cpu", torch.float32)
         return self
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:

@@ -547,6 +547,11 @@ def _add_model_options(p: argparse.ArgumentParser, *, preset_default: str = "aut
     g.add_argument("--device", default=None, help="torch device (default: CUDA, then MPS, then CPU; the process's GPU under accelerate)")
     g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="weights dtype (default: bf16/fp16 on GPUs, fp32 on CPU)")
+    g.add_argument("--vae-checkpointing", action="store_true",
+                   help="recompute the VAE decoder's activations in the guidance's backward pass instead of keeping "
+                        "them: less memory at 512², one more decoder forward per guided step")
+    g.add_argument("--text-encoder-offload", action="store_true",
+                   help="keep the text encoder on the CPU (it runs once per prompt): its weights stay off the GPU")
     g.add_argument("--perceptual", "--vgg-weights", dest="perceptual", metavar="auto|imagenet|random|pocket|PATH",
                    default="auto", help="perceptual network of F-PAM and the guidance; auto (default): pocket features "
                                         "for --backbone pocket, random VGG16 for tiny, else ImageNet VGG16")
@@ -624,6 +629,7 @@ def build_restorer(args: argparse.Namespace, device: str | torch.device | None =
     overrides = _overrides(args)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     backbone = load_backbone(args.backbone, device=args.device or device, dtype=dtype)
+    backbone.optimize(vae_checkpointing=args.vae_checkpointing, text_encoder_offload=args.text_encoder_offload)
     perceptual, what = build_perceptual(args.perceptual, backbone)
     prompt, captioner, source = resolve_caption(args.caption, backbone, vlm=args.vlm, cache_dir=args.cache_dir)
     return Restorer(backbone, perceptual, prompt, captioner, args.preset, args.seed, args.compat, overrides, overwrite,

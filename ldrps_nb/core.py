@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 __all__ = ['MAX_PIXELS', 'ResizeMethod', 'LdrpsError', 'ImageError', 'ModelLoadError', 'NumericalError', 'ConfigError',
            'first_line', 'check_image', 'natural_key', 'read_image', 'to_signed', 'to_unit', 'to_pil', 'from_pil',
            'write_atomic', 'save_image', 'pad_to_multiple', 'unpad', 'resize_image', 'WorkingFrame', 'to_working',
-           'from_working', 'make_generator', 'seed_everything', 'pick_device', 'pick_dtype']
+           'from_working', 'make_generator', 'seed_everything', 'pick_device', 'pick_dtype', 'activation_bytes']
 
 # %% ../nbs/00_core.ipynb #86704fd3
 class LdrpsError(Exception):
@@ -264,3 +264,16 @@ def pick_dtype(device: str | torch.device, prefer: torch.dtype | str | None = No
     if d.type == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if d.type == "mps": return torch.float16
     return torch.float32
+
+# %% ../nbs/00_core.ipynb #9b41c7e5
+def activation_bytes(fn: Callable[..., Any], *args: Any, params: Iterable[torch.Tensor] = ()) -> tuple[Any, int]:
+    """Run `fn(*args)`; return its result and the bytes of the distinct storages autograd keeps for the backward
+    pass, leaving out `params` (weights are held anyway)."""
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    kept: dict[int, int] = {}
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip: kept[storage.data_ptr()] = storage.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): out = fn(*args)
+    return out, sum(kept.values())

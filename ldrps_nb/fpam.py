@@ -27,11 +27,11 @@ class FPAM(nn.Module):
     r"F-PAM $\psi(x) = h_2(h_1(x)) + p \odot h_1(x)$, images (N,3,H,W) in, same shape out; any H, W."
     def __init__(self, channels: int = 3, width: int = 64):
         super().__init__()
-        self.net1 = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.01),
+        self.net1 = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.01, inplace=True),
                                   nn.Conv2d(width, channels, 1))
-        self.net2 = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.01),
-                                  nn.Conv2d(width, 2 * width, 3, padding=1), nn.LeakyReLU(0.01),
-                                  nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.LeakyReLU(0.01),
+        self.net2 = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.01, inplace=True),
+                                  nn.Conv2d(width, 2 * width, 3, padding=1), nn.LeakyReLU(0.01, inplace=True),
+                                  nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.LeakyReLU(0.01, inplace=True),
                                   nn.Conv2d(4 * width, channels, 1))
         self.skip_scale1 = nn.Parameter(torch.ones(1, channels, 1, 1))
 
@@ -43,9 +43,9 @@ class FPAM(nn.Module):
 def discriminator(channels: int = 3, width: int = 64) -> nn.Sequential:
     "Patch discriminator: 3 stride-2 conv3×3 + LeakyReLU(0.01), conv1×1 → 1, sigmoid. Output (N,1,⌈H/8⌉,⌈W/8⌉)."
     return nn.Sequential(
-        nn.Conv2d(channels, width, 3, 2, 1), nn.LeakyReLU(0.01),
-        nn.Conv2d(width, 2 * width, 3, 2, 1), nn.LeakyReLU(0.01),
-        nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.LeakyReLU(0.01),
+        nn.Conv2d(channels, width, 3, 2, 1), nn.LeakyReLU(0.01, inplace=True),
+        nn.Conv2d(width, 2 * width, 3, 2, 1), nn.LeakyReLU(0.01, inplace=True),
+        nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.LeakyReLU(0.01, inplace=True),
         nn.Conv2d(4 * width, 1, 1), nn.Sigmoid())
 
 # %% ../nbs/04_fpam.ipynb #28833a95

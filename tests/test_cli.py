@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ldrps_nb.cli as cli
@@ -322,3 +323,13 @@ def test_failed_batch_call_is_retried_per_image(corpus, tmp_path, monkeypatch, c
     text = capsys.readouterr()
     assert "3 input(s): 2 restored, 0 skipped, 1 failed (one.png)" in text.out and "this image is the bad one" in text.err
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["photo.png", "rgba.png"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--vae-checkpointing"], ["--text-encoder-offload"]])
+def test_memory_options(flags):
+    args = cli.build_parser().parse_args(["restore", "x.png", "-o", "out", "--backbone", "tiny", "--caption", "a",
+                                          "--dtype", "bfloat16", *flags])
+    backbone = cli.build_restorer(args).backbone
+    assert backbone.vae.decoder.gradient_checkpointing == ("--vae-checkpointing" in flags)
+    offloaded = "--text-encoder-offload" in flags   # kept in float32 on the CPU, whatever the weights' dtype
+    assert backbone.text_encoder.dtype == (torch.float32 if offloaded else torch.bfloat16)
