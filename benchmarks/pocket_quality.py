@@ -56,7 +56,7 @@ def main(argv=None) -> int:
                                 backbone=bb, captioner=cap, perceptual=perc)
         tables[task] = rows
         print(markdown_table(rows, title=f"{task} ({args.split} split, {args.n} scenes)", notes=[]) + "\n", flush=True)
-        write_csv(rows, out / f"pocket_{task}_{args.split}.csv")
+        write_csv(rows, out / f"pocket_{task}_{args.split}.csv", overwrite=True)  # this script's own table, re-run
     text = summary(tables)
     print(text)
     (out / f"pocket_summary_{args.split}.md").write_text(text + "\n")

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import time
+import typing
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,20 +30,21 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .captioning import DEFAULT_VLM, CaptionCache, Captioner, VLMCaptioner, captioner_identity
-from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, first_line, natural_key, pick_device,
-                           pick_dtype, read_image, save_image, to_pil, write_atomic)
-from .evaluation import (BASELINES, IMAGE_SUFFIXES, INPUT_ROW, Unavailable, evaluate, get_metrics,
-                                 markdown_table, open_dataset, psnr, ssim, write_csv)
-from .sampler import PRESETS, preset_groups, resolve_preset, recurrent_sample
+from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, first_line, fits_type, natural_key,
+                           pick_device, pick_dtype, read_image, save_image, to_pil, write_atomic)
+from .degradations import get_degradation
+from .evaluation import (BASELINES, IMAGE_SUFFIXES, INPUT_ROW, Unavailable, csv_destination, evaluate,
+                                 get_metrics, markdown_table, open_dataset, psnr, ssim, write_csv)
+from .sampler import PRESETS, Preset, preset_groups, resolve_preset, recurrent_sample
 
 # %% auto #0
 __all__ = ['TINY_LABEL', 'SAMPLE_PRESETS', 'TINY_DEMO_OVERRIDES', 'METHODS', 'COMMANDS', 'real_key', 'collect_inputs', 'Job',
            'plan_jobs', 'process_state', 'shard', 'build_perceptual', 'default_cache_dir', 'build_captioner',
-           'resolve_caption', 'FileResult', 'one_line', 'protect_set', 'write_json', 'Restorer', 'DemoSample',
-           'find_demo_data', 'demo_samples', 'DemoModels', 'fallback_notice', 'demo_models', 'DemoRow', 'DemoResult',
-           'demo_figure', 'demo_table', 'run_demo', 'ldrps_method', 'eval_methods', 'environment_info', 'build_parser',
-           'build_restorer', 'format_result', 'summary_line', 'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info',
-           'cmd_demo', 'main']
+           'resolve_caption', 'FileResult', 'one_line', 'protect_set', 'output_folder', 'write_json', 'Restorer',
+           'DemoSample', 'find_demo_data', 'demo_samples', 'DemoModels', 'fallback_notice', 'demo_models', 'DemoRow',
+           'DemoResult', 'demo_figure', 'demo_table', 'run_demo', 'ldrps_method', 'eval_methods', 'environment_info',
+           'parse_value', 'parse_settings', 'build_parser', 'build_restorer', 'format_result', 'summary_line',
+           'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info', 'cmd_demo', 'main']
 
 # %% ../nbs/12_cli.ipynb #59a60f48
 def real_key(path: str | os.PathLike) -> str:
@@ -177,6 +179,13 @@ def one_line(error: BaseException, path: str | os.PathLike | None = None) -> str
 def protect_set(paths: Iterable[str | os.PathLike]) -> frozenset[str]:
     "The `real_key`s of `paths`, for `Restorer.restore`'s `protect` (a set: checking a file costs O(1), not O(inputs))."
     return frozenset(real_key(p) for p in paths)
+
+def output_folder(path: str | os.PathLike) -> Path:
+    "The output folder `path`, created if needed, before any work is done (`ConfigError` if it cannot be)."
+    out = Path(path).expanduser()
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ConfigError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
+    return out
 
 def write_json(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     "Write `record` as indented UTF-8 JSON, atomically (`core.write_atomic`); non-JSON values as `str`."
@@ -438,12 +447,13 @@ def run_demo(outdir: str | os.PathLike = "demo_outputs", data: str | os.PathLike
     tasks' calls run side by side in threads, the torch threads split between them (restored afterwards)."""
     t0 = time.perf_counter()
     if per_task is not None and per_task < 1: raise ConfigError(f"per_task must be >= 1, got {per_task}")
+    if limit is not None and limit < 1: raise ConfigError(f"limit must be >= 1, got {limit}")
     by_task = itertools.groupby(demo_samples(find_demo_data(data)), key=lambda s: s.task)  # sorted by task, then seed
     samples = [s for _, group in by_task for s in list(group)[:per_task]][:limit]
     models = models or demo_models(steps, recurrences)
     tag = "_tiny-random-NOT-restored" if models.label else ""
     from ldrps_nb.pocket import random_scene
-    out, protect = Path(outdir), [p for s in samples for p in (s.degraded, s.clean)]
+    out, protect = output_folder(outdir), [p for s in samples for p in (s.degraded, s.clean)]
     rows, files, triples = [], [], []
     groups = [list(g) for _, g in itertools.groupby(samples, key=lambda s: s.task)]  # one sampler call per task
     threads = torch.get_num_threads()
@@ -530,13 +540,24 @@ def environment_info() -> dict[str, str]:
                                else f"not shipped (missing in {POCKET_DIR}; trained by chapter 09's slow cells)")}
 
 # %% ../nbs/12_cli.ipynb #1c040cc0
-def _key_value(text: str) -> tuple[str, Any]:
-    "Parse `FIELD=VALUE` (VALUE a Python literal if it is one, else the text)."
+def _key_value(text: str) -> tuple[str, str]:
+    "Split `FIELD=VALUE`; VALUE stays text until `parse_value` reads it against its field's annotation."
     key, sep, value = text.partition("=")
     if not sep or not key.strip(): raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    try: value = ast.literal_eval(value)
-    except (ValueError, SyntaxError): pass
     return key.strip(), value
+
+def parse_value(text: str, hint: Any = None) -> Any:
+    """The value of a `--set`/`--param` text: a Python literal (`3`, `1e4`, `(1, 0.5, 0)`, `None`) when it fits the
+    annotation `hint` (or `hint` is None), else the text itself when a string fits (`identity`, or `601` for a string
+    setting), else the literal, whose field check then names the problem."""
+    try: value = ast.literal_eval(text)
+    except (ValueError, SyntaxError): return text
+    return text if hint is not None and not fits_type(value, hint) and fits_type(text, hint) else value
+
+def parse_settings(pairs: Iterable[tuple[str, str]], annotated: Any = None) -> dict[str, Any]:
+    "`(FIELD, text)` pairs as values, each read against its annotation in `annotated` (a class or function; None: none)."
+    hints = typing.get_type_hints(annotated) if annotated is not None else {}
+    return {k: parse_value(v, hints.get(k)) for k, v in pairs}
 
 def _add_model_options(p: argparse.ArgumentParser, *, preset_default: str = "auto") -> None:
     "Options of `restore` and `eval`: backbone, device, perceptual, caption, preset and overrides."
@@ -598,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="degradation parameter, e.g. --param sigma=30 (repeatable)")
     e.add_argument("--max-side", type=int, default=None, metavar="N", help="downsample images to at most N pixels per side")
     e.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    e.add_argument("--csv", default=None, metavar="PATH", help="also write the table as CSV")
+    e.add_argument("--csv", default=None, metavar="PATH", help="also write the table as CSV (a new .csv file)")
+    e.add_argument("--overwrite", action="store_true", help="replace the --csv file if it exists")
     e.add_argument("--per-image", action="store_true", help="the CSV has one line per method and image")
     e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     _add_model_options(e)
@@ -617,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
 # %% ../nbs/12_cli.ipynb #ef28b3d4
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     "Preset overrides from --steps, --recurrences and --set, validated against the preset (ConfigError names bad ones)."
-    overrides = dict(args.settings)
+    overrides = parse_settings(args.settings, Preset)
     overrides.update({k: getattr(args, k) for k in ("steps", "recurrences") if getattr(args, k) is not None})
     for name in (PRESETS if args.preset == "auto" else [args.preset]):
         resolve_preset(name, reference_compat=args.compat, **overrides)
@@ -653,16 +675,14 @@ def _emit(line: str, error: bool = False) -> None:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     "`ldrps restore`: plan, shard, restore, report; 1 if any input failed."
-    state = process_state(None if args.device is None else torch.device(args.device).type == "cpu")
+    state = process_state(None if args.device is None else pick_device(args.device).type == "cpu")
     n, i = state.num_processes, state.process_index
     tag = f"[{i + 1}/{n}] " if n > 1 else ""
     if args.batch < 1: raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     files, problems = collect_inputs(args.inputs)
     failures = [FileResult(p, "failed", None, f"{p}: {why}") for p, why in problems] if i == 0 else []
     for f in failures: _emit(format_result(f, tag), error=True)
-    out = Path(args.outdir).expanduser()
-    try: out.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise ConfigError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
+    out = output_folder(args.outdir)
     mine, results = shard(plan_jobs(files, out), state), failures
     if mine:  # a process with nothing to do loads nothing
         restorer = build_restorer(args, device=state.device if n > 1 else None, overwrite=args.overwrite)
@@ -677,7 +697,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     files, problems = collect_inputs(args.inputs)
     for p, why in problems: _emit(f"FAIL {p}: {why}", error=True)
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    captioner = build_captioner(args.captioner, device=args.device, cache_dir=cache)
+    captioner = build_captioner(args.captioner, device=args.device, cache_dir=cache) if files else None  # nothing to read: load nothing
     failed = len(problems)
     for p in files:
         try: caption = captioner(read_image(p))
@@ -692,14 +712,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     "`ldrps eval`: the Markdown table of the methods on the dataset (and a CSV); 1 if a requested method failed or is unavailable."
     names = args.method or [INPUT_ROW, "ldrps"]
     metrics = get_metrics(args.metrics) if args.metrics else None
-    dataset = open_dataset(args.dataset, degradation=args.degradation, params=dict(args.params) or None,
-                           max_side=args.max_side)
+    params = parse_settings(args.params, get_degradation(args.degradation) if args.degradation else None)
+    if args.csv: csv_destination(args.csv, args.overwrite)  # a bad --csv fails now, not after the evaluation
+    dataset = open_dataset(args.dataset, degradation=args.degradation, params=params or None, max_side=args.max_side)
     if args.limit is not None: dataset = dataset.select(args.limit)
     methods = eval_methods(names, lambda: build_restorer(args))
     rows = evaluate(methods, dataset, metrics, include_input=INPUT_ROW in names, progress=args.progress)
     notes = [f"LD-RPS on the tiny backbone: {TINY_LABEL}."] if any(TINY_LABEL in m for m in methods) else []
     _emit(markdown_table(rows, title=getattr(dataset, "description", None) or str(args.dataset), notes=notes))
-    if args.csv: _emit(f"wrote {write_csv(rows, args.csv, per_image=args.per_image)}")
+    if args.csv: _emit(f"wrote {write_csv(rows, args.csv, per_image=args.per_image, overwrite=args.overwrite)}")
     return 1 if any(r.note for r in rows) else 0
 
 def cmd_info(args: argparse.Namespace) -> int:

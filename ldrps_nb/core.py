@@ -23,9 +23,10 @@ from PIL import Image, ImageOps
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'ResizeMethod', 'LdrpsError', 'ImageError', 'ModelLoadError', 'NumericalError', 'ConfigError',
-           'first_line', 'check_image', 'natural_key', 'read_image', 'to_signed', 'to_unit', 'to_pil', 'from_pil',
-           'write_atomic', 'save_image', 'pad_to_multiple', 'unpad', 'resize_image', 'WorkingFrame', 'to_working',
-           'from_working', 'make_generator', 'seed_everything', 'pick_device', 'pick_dtype', 'activation_bytes']
+           'first_line', 'check_image', 'natural_key', 'fits_type', 'describe_type', 'check_fields', 'read_image',
+           'to_signed', 'to_unit', 'to_pil', 'from_pil', 'write_atomic', 'save_image', 'pad_to_multiple', 'unpad',
+           'resize_image', 'WorkingFrame', 'to_working', 'from_working', 'make_generator', 'seed_everything',
+           'pick_device', 'pick_dtype', 'activation_bytes']
 
 # %% ../nbs/00_core.ipynb #86704fd3
 class LdrpsError(Exception):
@@ -67,6 +68,54 @@ def check_image(x: object, what: str, *, single: bool = False, check_values: boo
 def natural_key(path: str | os.PathLike) -> list:
     "Sort key of a path's name that orders 'img2' before 'img10' (digits compared as numbers, the rest case-folded)."
     return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", Path(path).name)]
+
+# %% ../nbs/00_core.ipynb #d693edfd
+import functools
+import numbers
+import types
+import typing
+from dataclasses import fields as dataclass_fields
+
+def fits_type(value: Any, hint: Any) -> bool:
+    """Whether `value` fits the annotation `hint`. Checked: `Literal`, unions, tuples, `int` (integers), `float` (any
+    real number), `bool`, `None` and classes; a bool is neither an `int` nor a `float` here. Other annotations
+    (callables, generic collections) accept anything."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal: return any(type(value) is type(a) and value == a for a in args)
+    if origin in (typing.Union, types.UnionType): return any(fits_type(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)): return False
+        if len(args) == 2 and args[1] is Ellipsis: return all(fits_type(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(fits_type, value, args))
+    if hint in (int, float):
+        return isinstance(value, numbers.Integral if hint is int else numbers.Real) and not isinstance(value, bool)
+    if hint is type(None): return value is None
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+_TYPE_WORDS = {bool: ("True or False", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+               str: ("a string", "strings"), type(None): ("None", "Nones")}
+
+def describe_type(hint: Any) -> str:
+    "What fits `hint`, in words: 'a number', 'an integer or None', \"'stretch' or 'fit'\", 'a tuple of 3 numbers'."
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal: options = [repr(a) for a in args]
+    elif origin in (typing.Union, types.UnionType): options = [describe_type(a) for a in args]
+    elif origin is tuple and args and len(set(args)) == 1 and args[0] in _TYPE_WORDS:
+        return f"a tuple of {len(args)} {_TYPE_WORDS[args[0]][1]}"
+    else: return _TYPE_WORDS[hint][0] if hint in _TYPE_WORDS else f"a {getattr(hint, '__name__', hint)}"
+    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
+
+@functools.cache
+def _field_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    "`ConfigError` (led by `prefix`) naming the first field of dataclass `obj` whose value does not fit its annotation."
+    hints = _field_hints(type(obj))
+    for f in dataclass_fields(obj):
+        value = getattr(obj, f.name)
+        if not fits_type(value, hints[f.name]):
+            raise ConfigError(f"{prefix}{f.name} must be {describe_type(hints[f.name])}, got {value!r}")
 
 # %% ../nbs/00_core.ipynb #0f93ef60
 MAX_PIXELS = 64_000_000  # default limit of `read_image`: 64 megapixels
@@ -251,8 +300,20 @@ def seed_everything(seed: int) -> torch.Generator:
     return make_generator(seed)
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
-    "`prefer` if given, else CUDA, then MPS, then CPU."
-    if prefer is not None: return torch.device(prefer)
+    """`prefer` if given, else CUDA, then MPS, then CPU. `ConfigError` if `prefer` names no torch device or one this
+    machine lacks (no CUDA, CUDA index out of range, no MPS)."""
+    if prefer is not None:
+        try: device = torch.device(prefer)
+        except (RuntimeError, TypeError): raise ConfigError(f"unknown device {prefer!r}; use cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {str(prefer)!r}: CUDA is not available on this machine "
+                                  f"(torch {torch.__version__}); use cpu")
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise ConfigError(f"device {str(prefer)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {str(prefer)!r}: MPS is not available on this machine; use cpu")
+        return device
     if torch.cuda.is_available(): return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import io
 import math
+import typing
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .core import ConfigError, ImageError, check_image, from_pil, make_generator, to_pil
+from .core import ConfigError, ImageError, check_image, describe_type, fits_type, from_pil, make_generator, to_pil
 
 # %% auto #0
 __all__ = ['REC601', 'REC709', 'LUMA_WEIGHTS', 'SUBSAMPLING', 'DEGRADATIONS', 'Step', 'Degraded', 'synthetic_scene', 'low_light',
@@ -215,11 +216,14 @@ def get_degradation(name: str) -> Callable[..., Degraded]:
     return DEGRADATIONS[name]
 
 def degrade(x: torch.Tensor, name: str, *, generator: torch.Generator | None = None, **params: Any) -> Degraded:
-    "Apply the registered degradation `name` with `params`; unknown names or parameters raise `ConfigError`."
+    "Apply the registered degradation `name` with `params`; unknown names, parameters or wrongly typed values raise `ConfigError`."
     fn = get_degradation(name)
     allowed = [p for p in inspect.signature(fn).parameters if p not in ("x", "generator")]
     unknown = sorted(set(params) - set(allowed))
     if unknown: raise ConfigError(f"{name}: unknown parameter(s) {unknown}; expected some of {allowed}")
+    hints = typing.get_type_hints(fn)
+    for k, v in params.items():
+        if not fits_type(v, hints[k]): raise ConfigError(f"{name}: {k} must be {describe_type(hints[k])}, got {v!r}")
     return fn(x, generator=generator, **params)
 
 # %% ../nbs/01_degradations.ipynb #f5b90906

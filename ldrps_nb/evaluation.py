@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import math
 import re
 import time
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, check_image, make_generator, natural_key,
-                           read_image, resize_image)
+                           read_image, resize_image, write_atomic)
 from .degradations import DEGRADATIONS, REC601, degrade, luma
 
 # %% auto #0
@@ -34,7 +35,7 @@ __all__ = ['NIQE_NOTE', 'Metric', 'HIGHER_IS_BETTER', 'IMAGE_SUFFIXES', 'TASKS',
            'reside_dataset', 'unpaired_dataset', 'SyntheticDataset', 'synthetic_dataset', 'open_dataset',
            'gamma_correction', 'clahe', 'box_filter', 'guided_filter', 'dark_channel', 'estimate_airlight',
            'dehaze_dcp', 'estimate_noise_sigma', 'nlm_denoise', 'bm3d_denoise', 'Baseline', 'baseline_methods',
-           'ImageResult', 'EvalRow', 'evaluate', 'markdown_table', 'write_csv']
+           'ImageResult', 'EvalRow', 'evaluate', 'markdown_table', 'csv_destination', 'write_csv']
 
 # %% ../nbs/11_evaluation.ipynb #0ccca43b
 def _check_pair(pred: torch.Tensor, target: torch.Tensor, what: str) -> None:
@@ -159,6 +160,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def fit_max_side(x: torch.Tensor, max_side: int | None) -> torch.Tensor:
     "Downsample `x` by area averaging so that its longer side is at most `max_side` (aspect kept); None or smaller images: unchanged."
+    if max_side is not None and max_side < 1: raise ConfigError(f"max_side must be >= 1 pixel, got {max_side}")
     if max_side is None or max(x.shape[-2:]) <= max_side: return x
     s = max_side / max(x.shape[-2:])
     return resize_image(x, (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))), "area")
@@ -189,7 +191,9 @@ class FolderDataset:
 
     def select(self, names: Sequence[str] | int) -> "FolderDataset":
         "A copy with the first `names` samples (an int) or the samples named in `names`, in that order."
-        if isinstance(names, int): return replace(self, entries=self.entries[:names])
+        if isinstance(names, int):
+            if names < 1: raise ConfigError(f"select: the number of images must be >= 1, got {names}")
+            return replace(self, entries=self.entries[:names])
         by_name = {e[0]: e for e in self.entries}
         missing = [n for n in names if n not in by_name]
         if missing: raise ConfigError(f"not in this dataset: {missing} (it has {len(self)} images, e.g. {self.names[:3]})")
@@ -570,12 +574,19 @@ def markdown_table(rows: Sequence[EvalRow], *, title: str | None = None, notes: 
     extra += list(notes)
     return "\n".join(lines + ([""] + [f"- {e}" for e in extra] if extra else []))
 
-def write_csv(rows: Sequence[EvalRow], path: str | Path, *, per_image: bool = False) -> Path:
-    "Write the table (or with `per_image`, one line per method and image) as CSV at `path`; returns the path."
+def csv_destination(path: str | Path, overwrite: bool = False) -> Path:
+    "`path` as `write_csv` may write it: a `.csv` name, and not an existing file unless `overwrite` (`ConfigError`)."
+    p = Path(path)
+    if p.suffix.lower() != ".csv": raise ConfigError(f"{p}: a CSV table's name must end in .csv")
+    if p.exists() and not overwrite: raise ConfigError(f"{p} exists; pass overwrite=True (--overwrite) or another name")
+    return p
+
+def write_csv(rows: Sequence[EvalRow], path: str | Path, *, per_image: bool = False, overwrite: bool = False) -> Path:
+    """Write the table (or with `per_image`, one line per method and image) as CSV at `path`, atomically; returns the
+    path. `path` must end in `.csv`, and an existing file is replaced only with `overwrite` (`ConfigError` otherwise)."""
     if not rows: raise ConfigError("write_csv: no rows")
-    keys, p = list(rows[0].scores), Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w", newline="") as f:
+    keys, p = list(rows[0].scores), csv_destination(path, overwrite)
+    with io.StringIO(newline="") as f:
         w = csv.writer(f)
         if per_image:
             w.writerow(["method", "image", *keys, "seconds"])
@@ -586,4 +597,4 @@ def write_csv(rows: Sequence[EvalRow], path: str | Path, *, per_image: bool = Fa
             for r in rows:
                 w.writerow([r.method, r.n_images, r.n_scored, *("" if r.scores[k] is None else r.scores[k] for k in keys),
                             "" if r.seconds is None else f"{r.seconds:.4f}", r.note])
-    return p
+        return write_atomic(p, f.getvalue().encode())

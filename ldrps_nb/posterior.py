@@ -13,7 +13,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from .core import ConfigError, NumericalError
+from .core import ConfigError, NumericalError, check_fields
 from .fpam import FPAMTrainer, OnlineDiscriminator, Perceptual
 from .losses import colour_loss, exposure_loss, l2_loss
 
@@ -45,12 +45,7 @@ class GuidanceConfig:
     autocast: Autocast = "off"        # UNet and VAE under torch.autocast: "auto" = fp16 on a GPU, off on a CPU
 
     def __post_init__(self):
-        if self.x0_from not in ("current_latent", "updated_latent"):
-            raise ConfigError(f"x0_from must be 'current_latent' or 'updated_latent', got {self.x0_from!r}")
-        if self.unet_batch not in ("per_chain", "joint"):
-            raise ConfigError(f"unet_batch must be 'per_chain' or 'joint', got {self.unet_batch!r}")
-        if self.autocast not in ("off", "auto", "bf16", "fp16"):
-            raise ConfigError(f"autocast must be 'off', 'auto', 'bf16' or 'fp16', got {self.autocast!r}")
+        check_fields(self)  # types and the Literal fields' choices
         if self.exposure_patch < 1: raise ConfigError(f"exposure_patch must be >= 1, got {self.exposure_patch}")
 
 # %% ../nbs/06_posterior.ipynb #9ab1a00a

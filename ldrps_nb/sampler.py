@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import (ConfigError, ImageError, ModelLoadError, WorkingFrame, check_image, first_line, from_working,
-                           make_generator, read_image, to_signed, to_unit, to_working)
+from .core import (ConfigError, ImageError, ModelLoadError, WorkingFrame, check_fields, check_image, first_line,
+                           from_working, make_generator, read_image, to_signed, to_unit, to_working)
 from .degradations import luma
 from .fpam import FPAMTrainer, OnlineDiscriminator, Perceptual, StateDict
 from .losses import vgg_perceptual
@@ -73,12 +73,11 @@ class Preset:
     luma_from_input: bool = False             # colourisation: every pass's output takes the input's Rec. 601 luma (ours)
 
     def __post_init__(self):
+        check_fields(self, f"preset {self.name!r}: ")  # types and the Literal fields' choices first, then the ranges
         checks = [(self.steps >= 1, "steps must be >= 1"), (self.recurrences >= 0, "recurrences must be >= 0"),
-                  (0 < self.strength <= 1, "strength must be in (0, 1]"), (len(self.fpam_weights) == 3, "fpam_weights must be (a, b, c)"),
-                  (self.resize_mode in ("stretch", "fit"), "resize_mode must be 'stretch' or 'fit'"),
+                  (0 < self.strength <= 1, "strength must be in (0, 1]"),
                   (self.resolution is None or self.resolution >= 8, "resolution must be None or >= 8"),
                   (self.fpam_width >= 1, "fpam_width must be >= 1"),
-                  (self.fpam_init in ("kaiming", "identity"), "fpam_init must be 'kaiming' or 'identity'"),
                   (self.fpam_init == "kaiming" or self.fpam_width >= 3, "fpam_init 'identity' needs fpam_width >= 3")]
         for ok, msg in checks:
             if not ok: raise ConfigError(f"preset {self.name!r}: {msg}")
@@ -98,7 +97,9 @@ class Preset:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown: raise ConfigError(f"unknown preset field(s) {unknown}; valid: {sorted(known)}")
-        if "fpam_weights" in overrides: overrides["fpam_weights"] = tuple(float(w) for w in overrides["fpam_weights"])
+        weights = overrides.get("fpam_weights")
+        if isinstance(weights, (list, tuple)) and all(isinstance(w, (int, float)) for w in weights):
+            overrides["fpam_weights"] = tuple(float(w) for w in weights)  # anything else: __post_init__ names the problem
         return dataclasses.replace(self, **overrides)
 
 # %% ../nbs/07_sampler.ipynb #9a56f4e9
@@ -246,6 +247,8 @@ def _history_row(r: StepRecord) -> dict[str, Any]:
 def _prompts(prompt: str | Sequence[str | None] | None, n: int) -> list[str | None]:
     "One prompt (or None) per image: a single prompt serves every image, a list gives one each."
     if prompt is None or isinstance(prompt, str): return [prompt] * n
+    if not isinstance(prompt, (list, tuple)) or not all(q is None or isinstance(q, str) for q in prompt):
+        raise ConfigError(f"prompt must be a string, None or a list of them, got {prompt!r}")
     prompts = list(prompt)
     if len(prompts) != n: raise ConfigError(f"{len(prompts)} prompts for {n} images; give one prompt or one per image")
     return prompts
@@ -292,6 +295,7 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
 
     With a list, `timings` are the whole batch's (shared by its `Restoration`s; with "auto", its preset group's)."""
     t_start = time.perf_counter()
+    if backbone is None: raise ConfigError("recurrent_sample needs backbone=, e.g. load_backbone('pocket') (chapter 02)")
     batch = isinstance(image, (list, tuple))
     if batch and not image: raise ConfigError("recurrent_sample got an empty list of images")
     ys = [_input_image(im) for im in (image if batch else [image])]
@@ -311,7 +315,7 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
     auto = choose_preset(ys[0]) if isinstance(preset, str) and preset == "auto" else None
     p = resolve_preset(auto["preset"] if auto else preset, reference_compat=reference_compat,
                        presets=presets_for(backbone), **overrides)
-    if seed is not None: p = p.replace(seed=int(seed))
+    if seed is not None: p = p.replace(seed=seed)
     seed = p.seed
     device = backbone.device
     resolution = p.resolution or backbone.resolution

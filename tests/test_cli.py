@@ -163,7 +163,10 @@ def test_help_and_version_exit_0(capsys):
 
 @pytest.mark.parametrize("extra, needle", [(["--backbone", "/no/such/backbone"], "does not exist"),
                                            (["--backbone", "tiny", "--set", "stepz=3"], "unknown preset field"),
-                                           (["--backbone", "tiny", "--perceptual", "/no/such/vgg.pth"], "not found")])
+                                           (["--backbone", "tiny", "--perceptual", "/no/such/vgg.pth"], "not found"),
+                                           (["--backbone", "tiny", "--device", "foo"], "unknown device 'foo'"),
+                                           (["--backbone", "tiny", "--set", "guidance_scale=abc"], "guidance_scale must be a number"),
+                                           (["--backbone", "tiny", "--set", "fpam_weights=abc"], "fpam_weights must be a tuple of 3")])
 def test_setup_errors_are_one_line_exit_1(tmp_path, capsys, extra, needle):
     src = tmp_path / "a.png"
     Image.fromarray(_rgb(14)).save(src)
@@ -235,6 +238,31 @@ def test_eval_command(tmp_path, capsys):
     assert csv.read_text().splitlines()[0] == "method,n_images,n_scored,psnr,ssim,seconds_per_image,note"
 
 
+def test_eval_never_writes_over_a_file(tmp_path, capsys):
+    root = _lol(tmp_path)
+    image = next((root / "low").iterdir())
+    before = image.read_bytes()
+    run = lambda *extra: main(["eval", str(root), "--method", "input", "--metrics", "psnr", "--no-progress", *extra])
+    assert run("--csv", str(image), "--overwrite") == 1 and image.read_bytes() == before  # a .csv name only
+    csv = tmp_path / "t.csv"
+    csv.write_text("mine")
+    assert run("--csv", str(csv)) == 1 and csv.read_text() == "mine"                      # not over a file unasked
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [e.startswith("ldrps: error:") for e in err] == [True, True] and "exists" in err[1], err
+    assert run("--csv", str(csv), "--overwrite") == 0 and csv.read_text().startswith("method,")
+
+
+def test_eval_parameters_are_checked(tmp_path, capsys):
+    root = _lol(tmp_path) / "high"
+    run = lambda *extra: main(["eval", str(root), "--method", "input", "--metrics", "psnr", "--no-progress", *extra])
+    assert run("--degradation", "gaussian_noise", "--param", "sigma=abc") == 1
+    assert run("--max-side", "0") == 1 and run("--limit", "-1") == 1
+    err = capsys.readouterr().err
+    assert "sigma must be a number" in err and "max_side must be >= 1" in err and "must be >= 1, got -1" in err
+    assert "Traceback" not in err
+    assert run("--degradation", "grey", "--param", "standard=709") == 0  # a string setting that looks like a number
+
+
 def test_eval_with_unavailable_backbone_still_reports_baselines(tmp_path, capsys):
     code = main(["eval", str(_lol(tmp_path)), "--method", "input", "gamma", "ldrps", "--metrics", "psnr",
                  "--backbone", "/no/such/backbone"])
@@ -287,6 +315,12 @@ def test_demo_per_task(tmp_path, capsys):
     assert rows == [f"{task}_{seed}" for task in ("lowlight", "haze", "noise", "grey") for seed in (2000000, 2000001)]
     assert main(["demo", "-o", str(out / "bad"), "--per-task", "-1", *quick]) == 1
     assert "per_task must be >= 1" in capsys.readouterr().err
+    assert main(["demo", "-o", str(out / "bad"), "--limit", "0", *quick]) == 1
+    assert "limit must be >= 1" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("mine")
+    assert main(["demo", "-o", str(tmp_path / "a_file"), *quick]) == 1   # an output folder that is a file
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the model loaders' progress bars
+    assert err.startswith("ldrps: error:") and "cannot create the output folder" in err and (tmp_path / "a_file").read_text() == "mine"
 
 
 def test_restore_in_batches(corpus, tmp_path, capsys):

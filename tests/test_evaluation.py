@@ -333,6 +333,11 @@ def test_write_csv_summary_and_per_image(tmp_path):
     assert len(per) == 4 and per[0]["image"] == "im0"
     with pytest.raises(ConfigError):
         write_csv([], tmp_path / "x.csv")
+    with pytest.raises(ConfigError, match="exists"):
+        write_csv(rows, tmp_path / "per.csv")
+    assert write_csv(rows, tmp_path / "per.csv", overwrite=True).read_text().startswith("method,n_images")
+    with pytest.raises(ConfigError, match="must end in .csv"):
+        write_csv(rows, tmp_path / "table.png")
 
 
 def test_bm3d_when_installed():
