@@ -93,7 +93,7 @@ def fits_type(value: Any, hint: Any) -> bool:
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 _TYPE_WORDS = {bool: ("True or False", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
-               str: ("a string", "strings"), type(None): ("None", "Nones")}
+               str: ("a string", "strings"), type(None): ("None", "None values")}
 
 def describe_type(hint: Any) -> str:
     "What fits `hint`, in words: 'a number', 'an integer or None', \"'stretch' or 'fit'\", 'a tuple of 3 numbers'."
@@ -299,6 +299,9 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return make_generator(seed)
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
     """`prefer` if given, else CUDA, then MPS, then CPU. `ConfigError` if `prefer` names no torch device or one this
     machine lacks (no CUDA, CUDA index out of range, no MPS)."""
@@ -311,11 +314,11 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
                                   f"(torch {torch.__version__}); use cpu")
             if device.index is not None and device.index >= torch.cuda.device_count():
                 raise ConfigError(f"device {str(prefer)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        if device.type == "mps" and not _mps_available():
             raise ConfigError(f"device {str(prefer)!r}: MPS is not available on this machine; use cpu")
         return device
     if torch.cuda.is_available(): return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
+    if _mps_available(): return torch.device("mps")
     return torch.device("cpu")
 
 def pick_dtype(device: str | torch.device, prefer: torch.dtype | str | None = None) -> torch.dtype:
