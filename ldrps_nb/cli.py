@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import importlib.metadata
 import io
@@ -44,7 +45,7 @@ __all__ = ['TINY_LABEL', 'SAMPLE_PRESETS', 'TINY_DEMO_OVERRIDES', 'METHODS', 'CO
            'DemoSample', 'find_demo_data', 'demo_samples', 'DemoModels', 'fallback_notice', 'demo_models', 'DemoRow',
            'DemoResult', 'demo_figure', 'demo_table', 'run_demo', 'ldrps_method', 'eval_methods', 'environment_info',
            'parse_value', 'parse_settings', 'build_parser', 'build_restorer', 'format_result', 'summary_line',
-           'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info', 'cmd_demo', 'main']
+           'cmd_restore', 'cmd_caption', 'cmd_eval', 'cmd_info', 'cmd_demo', 'loading_bars', 'main']
 
 # %% ../nbs/12_cli.ipynb #59a60f48
 def real_key(path: str | os.PathLike) -> str:
@@ -746,6 +747,19 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = {
     "restore": cmd_restore, "caption": cmd_caption, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo}
 
 # %% ../nbs/12_cli.ipynb #ad2a1dcd
+@contextlib.contextmanager
+def loading_bars(enabled: bool):
+    "transformers' and diffusers' weight-loading progress bars on (as they were) or off for the duration."
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+    modules = (transformers_logging, diffusers_logging)
+    before = [m.is_progress_bar_enabled() for m in modules]
+    if not enabled:
+        for m in modules: m.disable_progress_bar()
+    try: yield
+    finally:
+        for m, on in zip(modules, before): m.enable_progress_bar() if on else m.disable_progress_bar()
+
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the `ldrps` command line on `argv` (default `sys.argv[1:]`); returns the exit code (0, 1, 2 usage, 130 interrupted)."
     for stream in (sys.stdout, sys.stderr):  # a path the terminal cannot encode must not end the run
@@ -757,7 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("ldrps: error: choose a command: " + ", ".join(COMMANDS), file=sys.stderr)
         return 2
-    try: return COMMANDS[args.command](args)
+    try:
+        with loading_bars(getattr(args, "progress", True)): return COMMANDS[args.command](args)  # --no-progress: none
     except KeyboardInterrupt:
         print("ldrps: interrupted (files already written are complete; run the same command again to resume)", file=sys.stderr)
         return 130
