@@ -19,7 +19,6 @@ import os
 import re
 import sys
 import time
-import typing
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .captioning import DEFAULT_VLM, CaptionCache, Captioner, VLMCaptioner, captioner_identity
 from .core import (ConfigError, ImageError, LdrpsError, ModelLoadError, first_line, fits_type, natural_key,
-                           pick_device, pick_dtype, read_image, save_image, to_pil, write_atomic)
+                           pick_device, pick_dtype, read_image, save_image, to_pil, type_hints, write_atomic)
 from .degradations import get_degradation
 from .evaluation import (BASELINES, IMAGE_SUFFIXES, INPUT_ROW, Unavailable, csv_destination, evaluate,
                                  get_metrics, markdown_table, open_dataset, psnr, ssim, write_csv)
@@ -557,7 +556,7 @@ def parse_value(text: str, hint: Any = None) -> Any:
 
 def parse_settings(pairs: Iterable[tuple[str, str]], annotated: Any = None) -> dict[str, Any]:
     "`(FIELD, text)` pairs as values, each read against its annotation in `annotated` (a class or function; None: none)."
-    hints = typing.get_type_hints(annotated) if annotated is not None else {}
+    hints = type_hints(annotated) if annotated is not None else {}
     return {k: parse_value(v, hints.get(k)) for k, v in pairs}
 
 def _add_model_options(p: argparse.ArgumentParser, *, preset_default: str = "auto") -> None:

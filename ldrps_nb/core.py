@@ -23,9 +23,9 @@ from PIL import Image, ImageOps
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'ResizeMethod', 'LdrpsError', 'ImageError', 'ModelLoadError', 'NumericalError', 'ConfigError',
-           'first_line', 'check_image', 'natural_key', 'fits_type', 'describe_type', 'check_fields', 'read_image',
-           'to_signed', 'to_unit', 'to_pil', 'from_pil', 'write_atomic', 'save_image', 'pad_to_multiple', 'unpad',
-           'resize_image', 'WorkingFrame', 'to_working', 'from_working', 'make_generator', 'seed_everything',
+           'first_line', 'check_image', 'natural_key', 'fits_type', 'describe_type', 'type_hints', 'check_fields',
+           'read_image', 'to_signed', 'to_unit', 'to_pil', 'from_pil', 'write_atomic', 'save_image', 'pad_to_multiple',
+           'unpad', 'resize_image', 'WorkingFrame', 'to_working', 'from_working', 'make_generator', 'seed_everything',
            'pick_device', 'pick_dtype', 'activation_bytes']
 
 # %% ../nbs/00_core.ipynb #86704fd3
@@ -106,12 +106,13 @@ def describe_type(hint: Any) -> str:
     return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
 
 @functools.cache
-def _field_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def type_hints(annotated: Any) -> dict[str, Any]:
+    "The resolved annotations of a class or function (`typing.get_type_hints`), read once and cached: do not mutate."
+    return typing.get_type_hints(annotated)
 
 def check_fields(obj: Any, prefix: str = "") -> None:
     "`ConfigError` (led by `prefix`) naming the first field of dataclass `obj` whose value does not fit its annotation."
-    hints = _field_hints(type(obj))
+    hints = type_hints(type(obj))
     for f in dataclass_fields(obj):
         value = getattr(obj, f.name)
         if not fits_type(value, hints[f.name]):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import io
 import math
-import typing
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
@@ -19,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .core import ConfigError, ImageError, check_image, describe_type, fits_type, from_pil, make_generator, to_pil
+from .core import (ConfigError, ImageError, check_image, describe_type, fits_type, from_pil, make_generator, to_pil,
+                           type_hints)
 
 # %% auto #0
 __all__ = ['REC601', 'REC709', 'LUMA_WEIGHTS', 'SUBSAMPLING', 'DEGRADATIONS', 'Step', 'Degraded', 'synthetic_scene', 'low_light',
@@ -221,7 +221,7 @@ def degrade(x: torch.Tensor, name: str, *, generator: torch.Generator | None = N
     allowed = [p for p in inspect.signature(fn).parameters if p not in ("x", "generator")]
     unknown = sorted(set(params) - set(allowed))
     if unknown: raise ConfigError(f"{name}: unknown parameter(s) {unknown}; expected some of {allowed}")
-    hints = typing.get_type_hints(fn)
+    hints = type_hints(fn)
     for k, v in params.items():
         if not fits_type(v, hints[k]): raise ConfigError(f"{name}: {k} must be {describe_type(hints[k])}, got {v!r}")
     return fn(x, generator=generator, **params)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .core import (ConfigError, ImageError, ModelLoadError, WorkingFrame, check_fields, check_image, first_line,
-                           from_working, make_generator, read_image, to_signed, to_unit, to_working)
+                           fits_type, from_working, make_generator, read_image, to_signed, to_unit, to_working)
 from .degradations import luma
 from .fpam import FPAMTrainer, OnlineDiscriminator, Perceptual, StateDict
 from .losses import vgg_perceptual
@@ -98,7 +98,7 @@ class Preset:
         unknown = sorted(set(overrides) - known)
         if unknown: raise ConfigError(f"unknown preset field(s) {unknown}; valid: {sorted(known)}")
         weights = overrides.get("fpam_weights")
-        if isinstance(weights, (list, tuple)) and all(isinstance(w, (int, float)) for w in weights):
+        if fits_type(weights, tuple[float, float, float]):
             overrides["fpam_weights"] = tuple(float(w) for w in weights)  # anything else: __post_init__ names the problem
         return dataclasses.replace(self, **overrides)
 

@@ -26,12 +26,13 @@ def test_pocket_presets_are_picked_for_the_pocket_backbone():
 
 
 def test_autoencoder_reconstructs_test_scenes():
-    """The shipped autoencoder (decoder fine-tuned, chapter 09) reconstructs test scenes at 27.1 dB on average over
-    200; its first decoder gave 24.5 dB. Checked on 50, and its weights come frozen."""
+    """The shipped autoencoder (decoder fine-tuned in four stages, chapter 09) reconstructs test scenes at 30.3 dB on
+    average over 200; its first decoder gave 24.5 dB, the first fine-tune 27.1. Checked on 50 (30.05 dB), and its
+    weights come frozen."""
     bb = models()[0]
     x, _ = scene_batch(scene_seeds("test", 50, start=200))
     with torch.no_grad(): rec = bb.decode(bb.encode(x)).clamp(0, 1)
-    assert psnr(rec, x).mean().item() > 26.0
+    assert psnr(rec, x).mean().item() > 29.0
     assert not any(p.requires_grad for p in bb.vae.parameters())
 
 
