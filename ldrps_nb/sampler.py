@@ -117,7 +117,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({
 # %% ../nbs/07_sampler.ipynb #3fa496c2
 _POCKET_BASE = dict(steps=50, resolution=64, fpam_width=16, exposure_patch=8, use_caption=True)
 POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
-    "lowlight": Preset(name="lowlight", **_POCKET_BASE, recurrences=1, strength=0.2, guidance_scale=25.0, cfg_scale=3.0),
+    "lowlight": Preset(name="lowlight", **_POCKET_BASE, recurrences=1, strength=0.1, guidance_scale=25.0, cfg_scale=3.0),
     "dehaze": Preset(name="dehaze", **{**_POCKET_BASE, "steps": 100}, seed=10, recurrences=3, strength=0.1,
                      guidance_scale=100.0, cfg_scale=2.0, t1=850, fpam_weights=(0.2, 0.005, 0.2), fpam_lr=2e-3,
                      fpam_init="identity", d1_lr=1e-4, d2_lr=2e-5, w_vgg=5e-3, w_adv=0.0, w_col=1e-3, t_quality=150),
