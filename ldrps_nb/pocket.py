@@ -587,18 +587,22 @@ def pocket_benchmark(task: str, n: int = 50, *, split: str = "test", start: int 
     bb = backbone or pocket_backbone()
     cap, perc = captioner or pocket_captioner(), perceptual or pocket_perceptual()
     run = lambda y, p: recurrent_sample(y, backbone=bb, preset=p, captioner=cap, perceptual=perc, progress=False)
-    runs: list = []
+    runs: list = []  # (input, Restoration) of the captioned run of each image
     def captioned(y: torch.Tensor) -> torch.Tensor:
-        runs.append(run(y, preset.replace(recurrences=recurrences)))
-        return runs[-1].image
+        runs.append((y, run(y, preset.replace(recurrences=recurrences))))
+        return runs[-1][1].image
+    def after(y: torch.Tensor, k: int) -> torch.Tensor:  # what the same run returns stopped after k recurrences
+        if not runs or runs[-1][0] is not y: raise ConfigError("the captioned run failed on this image")
+        r = runs[-1][1]
+        return r.passes[r.returned_pass(k)]
     last = f"LD-RPS, caption, N={recurrences}"
-    methods = {last: captioned} | {f"LD-RPS, caption, N={k}": (lambda y, k=k: runs[-1].passes[k]) for k in range(recurrences)}
+    methods = {last: captioned} | {f"LD-RPS, caption, N={k}": (lambda y, k=k: after(y, k)) for k in range(recurrences)}
     methods[f"LD-RPS, no caption, N={preset.recurrences}"] = lambda y: run(y, preset.replace(use_caption=False)).image
     baselines = baseline_methods(baseline_task) if baseline_task else {}
     rows = evaluate(baselines | methods, pocket_dataset(task, n, split=split, start=start),
                     list(metrics), progress=progress)
     def pass_seconds(k: int) -> float:  # setup (captioning included) plus passes 0..k, averaged over the images
-        return sum(r.timings["setup"] + sum(r.timings["passes"][:k + 1]) for r in runs) / len(runs)
+        return sum(r.timings["setup"] + sum(r.timings["passes"][:k + 1]) for _, r in runs) / len(runs)
     rows = [dataclasses.replace(r, seconds=pass_seconds(int(r.method.rsplit("=", 1)[1])))
             if r.method.startswith("LD-RPS, caption") and runs else r for r in rows]
     ours = lambda r: r.method.startswith("LD-RPS")  # input, the baselines as chapter 11 lists them, then N = 0, 1, ...

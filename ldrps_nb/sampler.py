@@ -30,7 +30,7 @@ from .posterior import GuidanceConfig, PosteriorState, StepRecord, posterior_ste
 # %% auto #0
 __all__ = ['PRESETS', 'POCKET_PRESETS', 'COMPAT_FIELDS', 'OUR_DEFAULTS', 'AUTO_THRESHOLDS', 'AUTO_STATISTICS', 'Preset',
            'presets_for', 'default_perceptual', 'resolve_preset', 'tail_timesteps', 'image_statistics', 'choose_preset',
-           'preset_groups', 'with_luma', 'Restoration', 'recurrent_sample']
+           'preset_groups', 'with_luma', 'output_pass_index', 'Restoration', 'recurrent_sample']
 
 # %% ../nbs/07_sampler.ipynb #916ad173
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class Preset:
     resolution: int | None = None             # working side in pixels (None: the backbone's, 512 for SD 2.1)
     resize_mode: Literal["stretch", "fit"] = "stretch"  # how the input reaches the working size (reference: stretch)
     luma_from_input: bool = False             # colourisation: every pass's output takes the input's Rec. 601 luma (ours)
+    output_pass: Literal["last", "nearest_input"] = "last"  # the pass returned: the last (reference) or the one nearest y (ours)
 
     def __post_init__(self):
         check_fields(self, f"preset {self.name!r}: ")  # types and the Literal fields' choices first, then the ranges
@@ -121,9 +122,10 @@ POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
     "dehaze": Preset(name="dehaze", **{**_POCKET_BASE, "steps": 100}, seed=10, recurrences=3, strength=0.1,
                      guidance_scale=100.0, cfg_scale=2.0, t1=850, fpam_weights=(0.2, 0.005, 0.2), fpam_lr=2e-3,
                      fpam_init="identity", d1_lr=1e-4, d2_lr=2e-5, w_vgg=5e-3, w_adv=0.0, w_col=1e-3, t_quality=150),
-    "denoise": Preset(name="denoise", **{**_POCKET_BASE, "steps": 100}, recurrences=1, guidance_scale=150.0,
-                      cfg_scale=1.0, t1=850, fpam_weights=(3.0, 0.002, 0.001), fpam_init="identity", d1_lr=1e-4,
-                      d2_lr=1e-3, w_vgg=0.0, w_adv=0.0, w_exp=0.0, w_col=0.0, t_quality=None),
+    "denoise": Preset(name="denoise", **{**_POCKET_BASE, "steps": 100}, recurrences=5, strength=0.1,
+                      output_pass="nearest_input", guidance_scale=150.0, cfg_scale=1.0, t1=850,
+                      fpam_weights=(3.0, 0.002, 0.001), fpam_init="identity", d1_lr=1e-4, d2_lr=1e-3, w_vgg=0.0,
+                      w_adv=0.0, w_exp=0.0, w_col=0.0, t_quality=None),
     "colorise": Preset(name="colorise", **_POCKET_BASE, recurrences=1, guidance_scale=10.0, cfg_scale=2.0, w_exp=0.0,
                        w_col=0.0, t_quality=None, luma_from_input=True),
 })
@@ -215,12 +217,20 @@ def with_luma(image: torch.Tensor, grey_image: torch.Tensor) -> torch.Tensor:
     "`image` (N,3,H,W) in [0,1] with the Rec. 601 luma of `grey_image` (same size) and its own chroma (YCbCr's Cb, Cr)."
     return (image + luma(grey_image) - luma(image)).clamp(0, 1)
 
+# %% ../nbs/07_sampler.ipynb #9b1db28f
+def output_pass_index(residuals: Sequence[float], rule: str = "last") -> int:
+    r"""The pass a run returns, given every pass's `residuals` (mean squared distance to y): the last for `"last"`;
+    for `"nearest_input"` the one nearest y, $\arg\min_k \lVert x_k - y\rVert^2$ (the earliest, on a tie)."""
+    if rule == "last": return len(residuals) - 1
+    return min(range(len(residuals)), key=lambda k: residuals[k])
+
 # %% ../nbs/07_sampler.ipynb #02ca9297
 @dataclass
 class Restoration:
     "The outcome of `recurrent_sample`: the restored image and everything needed to understand or reproduce it."
-    image: torch.Tensor               # (1,3,H,W) in [0,1]: chain 0 after the last pass, at the input's size
+    image: torch.Tensor               # (1,3,H,W) in [0,1]: chain 0 after the pass `preset.output_pass` picks, at the input's size
     passes: list[torch.Tensor]        # the same for every pass (pass 0 first)
+    residuals: list[float]            # every pass's mean squared distance to the input y
     latents: list[torch.Tensor]       # (2,4,h,w) both chains after every pass (CPU, float32)
     caption: str | None               # the caption (or the prompt given); None when there was neither
     prompt: str                       # the prompt the UNet was conditioned on ("" = unconditional)
@@ -232,6 +242,13 @@ class Restoration:
     reference_compat: bool            # whether the reference-compatible mode was used
     frame: WorkingFrame               # how the input was mapped to the working size
     auto: dict[str, Any] | None = None  # preset="auto": the choice, the reason and the statistics
+
+    def returned_pass(self, recurrences: int | None = None) -> int:
+        """Which pass `image` is; with `recurrences`, which pass the same run stopped after that many recurrences would
+        return (a pass never depends on the passes after it)."""
+        n = len(self.passes) - 1 if recurrences is None else recurrences
+        if not 0 <= n < len(self.passes): raise ConfigError(f"recurrences must be in 0..{len(self.passes) - 1}, got {recurrences}")
+        return output_pass_index(self.residuals[:n + 1], self.preset.output_pass)
 
 # %% ../nbs/07_sampler.ipynb #ac1de95a
 def _input_image(image: torch.Tensor | str | os.PathLike) -> torch.Tensor:
@@ -377,7 +394,11 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
     finally:
         bar.close()
     timings["total"] = time.perf_counter() - t_start
-    results = [Restoration(r.passes[-1], r.passes, r.latents, r.caption, r.text, p, dict(overrides), r.history,
-                           dict(timings), seed, reference_compat, r.frame, auto) for r in runs]
+    results = []
+    for r in runs:
+        residuals = [float(((im - r.image) ** 2).mean()) for im in r.passes]
+        results.append(Restoration(r.passes[output_pass_index(residuals, p.output_pass)], r.passes, residuals, r.latents,
+                                   r.caption, r.text, p, dict(overrides), r.history, dict(timings), seed, reference_compat,
+                                   r.frame, auto))
     return results if batch else results[0]
 

@@ -76,3 +76,19 @@ def test_grey_benchmark_has_no_classical_rows():
     rows = pocket_benchmark("grey", 1, backbone=bb, captioner=cap, perceptual=perc, recurrences=0, steps=3, progress=False)
     assert [r.method for r in rows] == ["input", "LD-RPS, caption, N=0", "LD-RPS, no caption, N=1"]
     assert all(r.n_scored == 1 for r in rows)
+
+
+def test_benchmark_rows_never_borrow_another_image_run():
+    "When the captioned run fails on an image, its earlier-pass rows fail there too (a note), not take the last image's."
+    from ldrps_nb.core import ConfigError
+    from ldrps_nb.pocket import pocket_benchmark
+    bb, cap, perc = models()
+    calls = []
+    def flaky(y):  # per image: the captioned run, then the run without a caption; the third call is image 2's first
+        calls.append(y)
+        if len(calls) == 3: raise ConfigError("captioner unavailable")
+        return cap(y)
+    rows = {r.method: r for r in pocket_benchmark("grey", 2, backbone=bb, captioner=flaky, perceptual=perc,
+                                                  recurrences=1, steps=3, progress=False)}
+    for method in ("LD-RPS, caption, N=1", "LD-RPS, caption, N=0"):
+        assert rows[method].n_scored == 1 and "failed on grey_" in rows[method].note, rows[method]

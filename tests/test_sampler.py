@@ -51,6 +51,22 @@ def test_colorise_keeps_the_input_luma(backbone, vgg):
     assert all(off(p) > 0.02 for p in res.passes), [off(p) for p in res.passes]
 
 
+def test_output_pass_nearest_input(backbone, vgg, image):
+    "output_pass='nearest_input' returns the pass nearest y; the sampling and every pass are the same as with 'last'."
+    kw = dict(backbone=backbone, perceptual=vgg, resolution=32, preset="denoise", steps=4, recurrences=3, progress=False)
+    last, near = recurrent_sample(image, "x", **kw), recurrent_sample(image, "x", output_pass="nearest_input", **kw)
+    assert all(torch.equal(a, b) for a, b in zip(last.passes, near.passes)) and last.residuals == near.residuals
+    expected = [((p - image) ** 2).mean().item() for p in near.passes]
+    assert near.residuals == pytest.approx(expected)
+    assert near.returned_pass() == min(range(4), key=expected.__getitem__) and last.returned_pass() == 3
+    assert torch.equal(near.image, near.passes[near.returned_pass()]) and torch.equal(last.image, last.passes[-1])
+    assert [near.returned_pass(k) for k in range(4)] == [min(range(k + 1), key=expected.__getitem__) for k in range(4)]
+    with pytest.raises(ConfigError, match="recurrences must be in 0..3"):
+        near.returned_pass(4)
+    with pytest.raises(ConfigError, match="output_pass"):
+        recurrent_sample(image, "x", output_pass="best", **kw)
+
+
 def test_auto_on_a_list_groups_by_preset(backbone, vgg, image):
     "preset='auto' on a list: one call per chosen preset, results and callback indices in the order given."
     kw = dict(backbone=backbone, perceptual=vgg, resolution=32, **FAST)
