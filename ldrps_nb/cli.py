@@ -215,7 +215,7 @@ class Restorer:
                   "size": list(y.shape[-2:]), "caption": result.caption, "prompt": result.prompt,
                   "seed": result.seed, "preset": result.preset.name, "overrides": result.overrides,
                   "auto": result.auto, "reference_compat": result.reference_compat,
-                  "returned_pass": result.returned_pass(),
+                  "returned_pass": result.returned_pass(), "pass_shares": result.pass_shares(),
                   "settings": dataclasses.asdict(result.preset), "backbone": bb.name, "device": str(bb.device),
                   "dtype": str(bb.dtype).removeprefix("torch."), **self.notes, "ldrps_nb": __version__,
                   "torch": torch.__version__, "timings": timings}

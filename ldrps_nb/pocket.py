@@ -593,8 +593,7 @@ def pocket_benchmark(task: str, n: int = 50, *, split: str = "test", start: int 
         return runs[-1][1].image
     def after(y: torch.Tensor, k: int) -> torch.Tensor:  # what the same run returns stopped after k recurrences
         if not runs or runs[-1][0] is not y: raise ConfigError("the captioned run failed on this image")
-        r = runs[-1][1]
-        return r.passes[r.returned_pass(k)]
+        return runs[-1][1].output(k)
     last = f"LD-RPS, caption, N={recurrences}"
     methods = {last: captioned} | {f"LD-RPS, caption, N={k}": (lambda y, k=k: after(y, k)) for k in range(recurrences)}
     methods[f"LD-RPS, no caption, N={preset.recurrences}"] = lambda y: run(y, preset.replace(use_caption=False)).image

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .core import (ConfigError, ImageError, ModelLoadError, WorkingFrame, check_fields, check_image, first_line,
                            fits_type, from_working, make_generator, read_image, to_signed, to_unit, to_working)
-from .degradations import luma
+from .degradations import _blur, luma
 from .fpam import FPAMTrainer, OnlineDiscriminator, Perceptual, StateDict
 from .losses import vgg_perceptual
 from .posterior import GuidanceConfig, PosteriorState, StepRecord, posterior_step
@@ -30,7 +30,8 @@ from .posterior import GuidanceConfig, PosteriorState, StepRecord, posterior_ste
 # %% auto #0
 __all__ = ['PRESETS', 'POCKET_PRESETS', 'COMPAT_FIELDS', 'OUR_DEFAULTS', 'AUTO_THRESHOLDS', 'AUTO_STATISTICS', 'Preset',
            'presets_for', 'default_perceptual', 'resolve_preset', 'tail_timesteps', 'image_statistics', 'choose_preset',
-           'preset_groups', 'with_luma', 'output_pass_index', 'Restoration', 'recurrent_sample']
+           'preset_groups', 'with_luma', 'output_pass_index', 'output_pass_map', 'compose_passes', 'Restoration',
+           'recurrent_sample']
 
 # %% ../nbs/07_sampler.ipynb #916ad173
 @dataclass(frozen=True)
@@ -72,12 +73,14 @@ class Preset:
     resize_mode: Literal["stretch", "fit"] = "stretch"  # how the input reaches the working size (reference: stretch)
     luma_from_input: bool = False             # colourisation: every pass's output takes the input's Rec. 601 luma (ours)
     output_pass: Literal["last", "nearest_input"] = "last"  # the pass returned: the last (reference) or the one nearest y (ours)
+    output_window: float | None = None        # "nearest_input" pixel by pixel: σ (px) of the window it is judged in (None: whole image)
 
     def __post_init__(self):
         check_fields(self, f"preset {self.name!r}: ")  # types and the Literal fields' choices first, then the ranges
         checks = [(self.steps >= 1, "steps must be >= 1"), (self.recurrences >= 0, "recurrences must be >= 0"),
                   (0 < self.strength <= 1, "strength must be in (0, 1]"),
                   (self.resolution is None or self.resolution >= 8, "resolution must be None or >= 8"),
+                  (self.output_window is None or self.output_window > 0, "output_window must be None or > 0"),
                   (self.fpam_width >= 1, "fpam_width must be >= 1"),
                   (self.fpam_init == "kaiming" or self.fpam_width >= 3, "fpam_init 'identity' needs fpam_width >= 3")]
         for ok, msg in checks:
@@ -123,7 +126,7 @@ POCKET_PRESETS: Mapping[str, Preset] = MappingProxyType({
                      guidance_scale=100.0, cfg_scale=2.0, t1=850, fpam_weights=(0.2, 0.005, 0.2), fpam_lr=2e-3,
                      fpam_init="identity", d1_lr=1e-4, d2_lr=2e-5, w_vgg=5e-3, w_adv=0.0, w_col=1e-3, t_quality=150),
     "denoise": Preset(name="denoise", **{**_POCKET_BASE, "steps": 100}, recurrences=5, strength=0.1,
-                      output_pass="nearest_input", guidance_scale=150.0, cfg_scale=1.0, t1=850,
+                      output_pass="nearest_input", output_window=2.0, guidance_scale=150.0, cfg_scale=1.0, t1=850,
                       fpam_weights=(3.0, 0.002, 0.001), fpam_init="identity", d1_lr=1e-4, d2_lr=1e-3, w_vgg=0.0,
                       w_adv=0.0, w_exp=0.0, w_col=0.0, t_quality=None),
     "colorise": Preset(name="colorise", **_POCKET_BASE, recurrences=1, guidance_scale=10.0, cfg_scale=2.0, w_exp=0.0,
@@ -224,13 +227,33 @@ def output_pass_index(residuals: Sequence[float], rule: str = "last") -> int:
     if rule == "last": return len(residuals) - 1
     return min(range(len(residuals)), key=lambda k: residuals[k])
 
+def output_pass_map(passes: Sequence[torch.Tensor], y: torch.Tensor, rule: str = "last",
+                    window: float | None = None) -> torch.Tensor:
+    r"""Which pass each pixel of the returned image comes from: a (1,1,H,W) long map, given every pass (1,3,H,W) and y.
+
+    `"last"`, or `"nearest_input"` without a `window`, take one pass for every pixel (`output_pass_index`). With a
+    `window` σ, `"nearest_input"` takes at each pixel p the pass nearest y around it,
+    $\arg\min_k \big(G_\sigma * \textstyle\sum_c (x_{k,c} - y_c)^2\big)(p)$, $G_\sigma$ a normalised Gaussian of σ
+    pixels (reflected at the borders; the earliest pass on a tie)."""
+    h, w = y.shape[-2:]
+    if rule == "last" or window is None:
+        k = output_pass_index([float(((p - y) ** 2).mean()) for p in passes], rule)
+        return torch.full((1, 1, h, w), k, dtype=torch.long)
+    return _blur(torch.cat([((p - y) ** 2).sum(1, keepdim=True) for p in passes]), window).argmin(0, keepdim=True)
+
+def compose_passes(passes: Sequence[torch.Tensor], pass_map: torch.Tensor) -> torch.Tensor:
+    "The (1,3,H,W) image whose pixel p is pass `pass_map[..., p]`'s."
+    stack = torch.cat(list(passes))
+    return stack.gather(0, pass_map.expand(1, *stack.shape[1:]))
+
 # %% ../nbs/07_sampler.ipynb #02ca9297
 @dataclass
 class Restoration:
     "The outcome of `recurrent_sample`: the restored image and everything needed to understand or reproduce it."
-    image: torch.Tensor               # (1,3,H,W) in [0,1]: chain 0 after the pass `preset.output_pass` picks, at the input's size
+    image: torch.Tensor               # (1,3,H,W) in [0,1]: chain 0 as `preset.output_pass` picks it from the passes, at the input's size
     passes: list[torch.Tensor]        # the same for every pass (pass 0 first)
     residuals: list[float]            # every pass's mean squared distance to the input y
+    input: torch.Tensor               # (1,3,H,W) the input y, as restored
     latents: list[torch.Tensor]       # (2,4,h,w) both chains after every pass (CPU, float32)
     caption: str | None               # the caption (or the prompt given); None when there was neither
     prompt: str                       # the prompt the UNet was conditioned on ("" = unconditional)
@@ -243,12 +266,26 @@ class Restoration:
     frame: WorkingFrame               # how the input was mapped to the working size
     auto: dict[str, Any] | None = None  # preset="auto": the choice, the reason and the statistics
 
-    def returned_pass(self, recurrences: int | None = None) -> int:
-        """Which pass `image` is; with `recurrences`, which pass the same run stopped after that many recurrences would
-        return (a pass never depends on the passes after it)."""
+    def pass_map(self, recurrences: int | None = None) -> torch.Tensor:
+        """Which pass each pixel of `image` comes from, (1,1,H,W); with `recurrences`, of the image the same run stopped
+        after that many recurrences would return (a pass never depends on the passes after it)."""
         n = len(self.passes) - 1 if recurrences is None else recurrences
         if not 0 <= n < len(self.passes): raise ConfigError(f"recurrences must be in 0..{len(self.passes) - 1}, got {recurrences}")
-        return output_pass_index(self.residuals[:n + 1], self.preset.output_pass)
+        return output_pass_map(self.passes[:n + 1], self.input, self.preset.output_pass, self.preset.output_window)
+
+    def output(self, recurrences: int | None = None) -> torch.Tensor:
+        "`image`; with `recurrences`, the image the same run stopped after that many recurrences would return."
+        return compose_passes(self.passes, self.pass_map(recurrences))
+
+    def returned_pass(self, recurrences: int | None = None) -> int | None:
+        "The pass `output(recurrences)` is, or None where it takes pixels from several passes (`pass_map`)."
+        taken = self.pass_map(recurrences).unique()
+        return int(taken) if len(taken) == 1 else None
+
+    def pass_shares(self, recurrences: int | None = None) -> list[float]:
+        "The fraction of `output(recurrences)`'s pixels each pass gives (pass 0 first)."
+        counts = self.pass_map(recurrences).flatten().bincount(minlength=len(self.passes))
+        return [round(float(c) / counts.sum().item(), 4) for c in counts]
 
 # %% ../nbs/07_sampler.ipynb #ac1de95a
 def _input_image(image: torch.Tensor | str | os.PathLike) -> torch.Tensor:
@@ -397,7 +434,8 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
     results = []
     for r in runs:
         residuals = [float(((im - r.image) ** 2).mean()) for im in r.passes]
-        results.append(Restoration(r.passes[output_pass_index(residuals, p.output_pass)], r.passes, residuals, r.latents,
+        image = compose_passes(r.passes, output_pass_map(r.passes, r.image, p.output_pass, p.output_window))
+        results.append(Restoration(image, r.passes, residuals, r.image, r.latents,
                                    r.caption, r.text, p, dict(overrides), r.history, dict(timings), seed, reference_compat,
                                    r.frame, auto))
     return results if batch else results[0]

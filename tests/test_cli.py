@@ -112,7 +112,7 @@ def test_deterministic_resumable_and_overwrite(tmp_path, capsys):
     assert first == (tmp_path / "o2" / "a.png").read_bytes()  # bitwise, per seed, on the CPU
     side = json.loads((tmp_path / "o1" / "a.json").read_text())
     assert (side["seed"], side["settings"]["recurrences"], side["overrides"]["recurrences"]) == (3, 1, 1)
-    assert (side["settings"]["output_pass"], side["returned_pass"]) == ("last", 1)
+    assert (side["settings"]["output_pass"], side["returned_pass"], side["pass_shares"]) == ("last", 1, [0.0, 1.0])
     capsys.readouterr()
     assert main([*args, "-o", str(tmp_path / "o1")]) == 0
     assert "0 restored, 1 skipped" in capsys.readouterr().out

@@ -67,6 +67,31 @@ def test_output_pass_nearest_input(backbone, vgg, image):
         recurrent_sample(image, "x", output_pass="best", **kw)
 
 
+def test_output_window_chooses_pixel_by_pixel(backbone, vgg, image):
+    "output_window: each pixel from the pass nearest y around it; the same passes; every k's image and map reported."
+    from ldrps_nb.degradations import _blur
+    kw = dict(backbone=backbone, perceptual=vgg, resolution=32, preset="denoise", steps=4, recurrences=3, progress=False)
+    near = recurrent_sample(image, "x", output_pass="nearest_input", **kw)
+    local = recurrent_sample(image, "x", output_pass="nearest_input", output_window=1.5, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(near.passes, local.passes)) and torch.equal(local.input, image)
+    stack = torch.cat(local.passes)
+    expected = _blur(((stack - image) ** 2).sum(1, keepdim=True), 1.5).argmin(0, keepdim=True)
+    assert torch.equal(local.pass_map(), expected)
+    assert torch.equal(local.image, stack.gather(0, expected.expand(1, 3, 48, 80)))
+    shares = local.pass_shares()
+    assert len(shares) == 4 and sum(shares) == pytest.approx(1.0, abs=1e-3)
+    assert local.returned_pass() == (int(expected.unique()) if expected.unique().numel() == 1 else None)
+    for k in range(4):
+        assert torch.equal(local.output(k), stack.gather(0, local.pass_map(k).expand(1, 3, 48, 80)))
+        assert local.pass_map(k).max() <= k and local.pass_shares(k)[k + 1:] == [0.0] * (3 - k)
+    assert torch.equal(local.output(0), local.passes[0]) and local.returned_pass(0) == 0
+    last = recurrent_sample(image, "x", output_window=1.5, **kw)  # "last" ignores the window
+    assert torch.equal(last.image, last.passes[-1]) and last.returned_pass() == 3
+    for bad, msg in [(0.0, "output_window must be None or > 0"), ("wide", "output_window must be a number or None")]:
+        with pytest.raises(ConfigError, match=msg):
+            recurrent_sample(image, "x", output_window=bad, **kw)
+
+
 def test_auto_on_a_list_groups_by_preset(backbone, vgg, image):
     "preset='auto' on a list: one call per chosen preset, results and callback indices in the order given."
     kw = dict(backbone=backbone, perceptual=vgg, resolution=32, **FAST)
