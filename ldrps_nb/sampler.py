@@ -224,6 +224,7 @@ def with_luma(image: torch.Tensor, grey_image: torch.Tensor) -> torch.Tensor:
 def output_pass_index(residuals: Sequence[float], rule: str = "last") -> int:
     r"""The pass a run returns, given every pass's `residuals` (mean squared distance to y): the last for `"last"`;
     for `"nearest_input"` the one nearest y, $\arg\min_k \lVert x_k - y\rVert^2$ (the earliest, on a tie)."""
+    if rule not in ("last", "nearest_input"): raise ConfigError(f"output_pass must be 'last' or 'nearest_input', got {rule!r}")
     if rule == "last": return len(residuals) - 1
     return min(range(len(residuals)), key=lambda k: residuals[k])
 
@@ -235,6 +236,9 @@ def output_pass_map(passes: Sequence[torch.Tensor], y: torch.Tensor, rule: str =
     `window` σ, `"nearest_input"` takes at each pixel p the pass nearest y around it,
     $\arg\min_k \big(G_\sigma * \textstyle\sum_c (x_{k,c} - y_c)^2\big)(p)$, $G_\sigma$ a normalised Gaussian of σ
     pixels (reflected at the borders; the earliest pass on a tie)."""
+    if window is not None and not window > 0: raise ConfigError(f"output_window must be None or > 0, got {window!r}")
+    if not passes or any(p.shape != y.shape for p in passes):
+        raise ConfigError(f"every pass must have y's shape {tuple(y.shape)}, got {[tuple(p.shape) for p in passes]}")
     h, w = y.shape[-2:]
     if rule == "last" or window is None:
         k = output_pass_index([float(((p - y) ** 2).mean()) for p in passes], rule)
