@@ -254,9 +254,9 @@ def compose_passes(passes: Sequence[torch.Tensor], pass_map: torch.Tensor) -> to
 @dataclass
 class Restoration:
     "The outcome of `recurrent_sample`: the restored image and everything needed to understand or reproduce it."
-    image: torch.Tensor               # (1,3,H,W) in [0,1]: chain 0 as `preset.output_pass` picks it from the passes, at the input's size
+    image: torch.Tensor = dataclasses.field(init=False)  # (1,3,H,W) in [0,1]: chain 0 as `preset.output_pass` picks it from the passes, at the input's size
     passes: list[torch.Tensor]        # the same for every pass (pass 0 first)
-    residuals: list[float]            # every pass's mean squared distance to the input y
+    residuals: list[float] = dataclasses.field(init=False)  # every pass's mean squared distance to the input y
     input: torch.Tensor               # (1,3,H,W) the input y, as restored
     latents: list[torch.Tensor]       # (2,4,h,w) both chains after every pass (CPU, float32)
     caption: str | None               # the caption (or the prompt given); None when there was neither
@@ -269,6 +269,10 @@ class Restoration:
     reference_compat: bool            # whether the reference-compatible mode was used
     frame: WorkingFrame               # how the input was mapped to the working size
     auto: dict[str, Any] | None = None  # preset="auto": the choice, the reason and the statistics
+
+    def __post_init__(self):
+        self.residuals = [float(((p - self.input) ** 2).mean()) for p in self.passes]
+        self.image = self.output()
 
     def pass_map(self, recurrences: int | None = None) -> torch.Tensor:
         """Which pass each pixel of `image` comes from, (1,1,H,W); with `recurrences`, of the image the same run stopped
@@ -435,12 +439,7 @@ def recurrent_sample(image: torch.Tensor | str | os.PathLike | Sequence[torch.Te
     finally:
         bar.close()
     timings["total"] = time.perf_counter() - t_start
-    results = []
-    for r in runs:
-        residuals = [float(((im - r.image) ** 2).mean()) for im in r.passes]
-        image = compose_passes(r.passes, output_pass_map(r.passes, r.image, p.output_pass, p.output_window))
-        results.append(Restoration(image, r.passes, residuals, r.image, r.latents,
-                                   r.caption, r.text, p, dict(overrides), r.history, dict(timings), seed, reference_compat,
-                                   r.frame, auto))
+    results = [Restoration(r.passes, r.image, r.latents, r.caption, r.text, p, dict(overrides), r.history,
+                           dict(timings), seed, reference_compat, r.frame, auto) for r in runs]
     return results if batch else results[0]
 
